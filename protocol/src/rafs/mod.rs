@@ -6,6 +6,7 @@
 
 pub mod bytes;
 pub mod codec;
+pub mod dump;
 pub mod error;
 pub mod types;
 
