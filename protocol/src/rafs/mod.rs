@@ -4,11 +4,14 @@
 //! `RafsError` naming the structure and byte offset: never a panic, a hang
 //! or an out-of-bounds read.
 
+pub mod blob;
 pub mod bytes;
 pub mod codec;
 pub mod dump;
 pub mod error;
+pub mod file;
 pub mod types;
+pub mod v6;
 
 use std::sync::Arc;
 
