@@ -11,7 +11,9 @@ pub mod dump;
 pub mod error;
 pub mod file;
 pub mod types;
+pub mod v5;
 pub mod v6;
+pub mod walk;
 
 use std::sync::Arc;
 
