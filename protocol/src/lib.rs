@@ -3,4 +3,6 @@
 //! Bytes and types only: no threads, no sockets, no global state. What two
 //! versions of the software must agree on lives here, versioned.
 
+pub mod api;
+pub mod config;
 pub mod rafs;
