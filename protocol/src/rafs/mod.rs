@@ -10,6 +10,7 @@ pub mod codec;
 pub mod dump;
 pub mod error;
 pub mod file;
+pub mod manifest;
 pub mod types;
 pub mod v5;
 pub mod v6;
