@@ -10,6 +10,7 @@ pub mod codec;
 pub mod dump;
 pub mod error;
 pub mod file;
+mod open;
 pub mod manifest;
 pub mod types;
 pub mod v5;
@@ -19,6 +20,7 @@ pub mod walk;
 use std::sync::Arc;
 
 pub use error::{RafsError, Result};
+pub use open::{detect, file_stem, open, open_file, Detected, OpenedImage};
 pub use types::*;
 
 /// The bytes of a bootstrap: a `Vec`, an mmap, anything sliceable.
