@@ -1,6 +1,9 @@
 //! Helpers for the end-to-end tests: paths to the built binaries, the shared
 //! fixtures and scripts, and guards that clean up mounts and processes.
 
+pub mod api;
+pub mod source;
+
 use std::path::{Path, PathBuf};
 
 /// The workspace root.
@@ -72,9 +75,12 @@ pub fn fixtures() -> Vec<Fixture> {
         let Ok(text) = std::fs::read_to_string(&meta_path) else {
             continue;
         };
-        let meta: serde_json::Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", meta_path.display()));
-        let bootstrap = meta["bootstrap"].as_str().unwrap_or("bootstrap").to_string();
+        let meta: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", meta_path.display()));
+        let bootstrap = meta["bootstrap"]
+            .as_str()
+            .unwrap_or("bootstrap")
+            .to_string();
         out.push(Fixture {
             name: entry.file_name().to_string_lossy().into_owned(),
             bootstrap: dir.join(bootstrap),
