@@ -293,9 +293,11 @@ impl Parser<'_> {
                 Ok(true)
             }
             Some(c) if self.line > before && (c == '"' || closer == ']') => {
-                let msg = format!("missing `,` between {what}s, accepted");
-                self.warnings
-                    .push(format!("config {}: ({}) {msg}", self.origin, self.pos()));
+                let at = self.pos();
+                let origin = self.origin;
+                self.warnings.push(format!(
+                    "config {origin}: missing `,` between {what}s ({at}), accepted"
+                ));
                 Ok(false)
             }
             Some(c) => Err(self.error(unexpected(c, &format!("`,` or `{closer}`")))),

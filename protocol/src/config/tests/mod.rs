@@ -1,6 +1,7 @@
 //! Tests of the config parser, one file per concern.
 
 mod v1_examples;
+mod v2;
 
 use super::*;
 
