@@ -1,5 +1,6 @@
 //! `nydusctl image ...`: build, inspect, verify and list RAFS images.
 
+mod build;
 mod check;
 mod create;
 mod inspect;

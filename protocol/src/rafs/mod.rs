@@ -16,6 +16,7 @@ pub mod types;
 pub mod v5;
 pub mod v6;
 pub mod walk;
+pub mod writer;
 
 use std::sync::Arc;
 

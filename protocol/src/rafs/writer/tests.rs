@@ -1,0 +1,1 @@
+//! Unit tests of the writers: structure checks on small synthetic trees.
