@@ -179,3 +179,36 @@ pub fn load_files(tree: &Path, manifest: &str) -> Vec<(PathBuf, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Seconds since the epoch now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Compares `manifest.py --ignore rootattr MNT` with the same of the source
+/// tree (`src_manifest`, made with `--ignore rootattr`). The one documented
+/// difference is allowed: an mtime of 0 is reported as the daemon's start
+/// time, which must lie in `[started - 2, now + 2]` (as upstream, reference
+/// fixtures README). Returns the differences; empty means equal.
+pub fn diff_mount(src_manifest: &str, mnt: &Path, started: i64) -> Vec<String> {
+    let actual = manifest(mnt, &["--ignore", "rootattr"]);
+    let now = now_secs();
+    let exp: BTreeMap<String, Entry> = parse(src_manifest)
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect();
+    diff_manifests(src_manifest, &actual)
+        .into_iter()
+        .filter(|d| {
+            let Some((name, rest)) = d.split_once(": mtime expected 0 got ") else {
+                return true;
+            };
+            let zero = exp.get(name).map(|e| e.field("mtime") == "0") == Some(true);
+            let got: i64 = rest.parse().unwrap_or(i64::MIN);
+            !(zero && got >= started - 2 && got <= now + 2)
+        })
+        .collect()
+}

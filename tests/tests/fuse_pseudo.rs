@@ -1,0 +1,239 @@
+//! Pseudo mounts (reference §9): a daemon started without `--bootstrap`
+//! serves an empty root; images are mounted and unmounted at sub-paths
+//! through the API, and what the kernel shows must follow at once: no stale
+//! entries of an earlier image, unmounted paths gone, other mounts serving.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use nydus_e2e::api::{self, Daemon, V1Config};
+use nydus_e2e::{fixtures, source, Fixture};
+
+/// Mount/umount cycles; more than 255 so the per-mount index wraps around.
+const CYCLES: usize = 260;
+
+/// One image with its regenerated source tree.
+struct Image {
+    fx: Fixture,
+    config: String,
+    tree: PathBuf,
+    /// `manifest.py --ignore rootattr` of the source tree.
+    manifest: String,
+    /// Regular files `(relative path, size)`, the deepest first.
+    files: Vec<(PathBuf, u64)>,
+}
+
+impl Image {
+    fn new(tmp: &Path, name: &str, profile: &str) -> Image {
+        let fx = fixtures()
+            .into_iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("fixture {name} missing"));
+        let tree = tmp.join(format!("src-{profile}"));
+        source::make_checked_tree(profile, &tree, &fx.expected_manifest);
+        let manifest = source::manifest(&tree, &["--ignore", "rootattr"]);
+        let mut files: Vec<(PathBuf, u64)> = source::parse(&manifest)
+            .into_iter()
+            .filter(|e| e.is_file() && e.size() > 0 && e.size() < (1 << 20))
+            .map(|e| (e.rel.clone(), e.size()))
+            .collect();
+        files.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        let config = V1Config::new(&fx.blob_dir, &tmp.join(format!("cache-{name}"))).text();
+        Image {
+            fx,
+            config,
+            tree,
+            manifest,
+            files,
+        }
+    }
+
+    /// A deeply nested file of this image.
+    fn deep_file(&self) -> &(PathBuf, u64) {
+        &self.files[0]
+    }
+
+    /// Reads `rel` under `at` and compares it with the source.
+    fn check_file(&self, at: &Path, rel: &Path) {
+        let got = std::fs::read(at.join(rel))
+            .unwrap_or_else(|e| panic!("read {}: {e}", at.join(rel).display()));
+        let want = std::fs::read(self.tree.join(rel)).expect("read source");
+        assert!(
+            got == want,
+            "{} differs from {} of {}",
+            at.join(rel).display(),
+            rel.display(),
+            self.fx.name
+        );
+    }
+
+    fn check_tree(&self, at: &Path, started: i64) {
+        let diff = source::diff_mount(&self.manifest, at, started);
+        assert!(
+            diff.is_empty(),
+            "{} at {}: {} differences: {:#?}",
+            self.fx.name,
+            at.display(),
+            diff.len(),
+            &diff[..diff.len().min(20)]
+        );
+    }
+}
+
+fn start_pseudo(tmp: &Path) -> Daemon {
+    Daemon::start(
+        &tmp.join("mnt"),
+        &tmp.join("api.sock"),
+        &tmp.join("nydusd.log"),
+        &[OsStr::new("--log-level"), OsStr::new("warn")],
+    )
+}
+
+/// After a umount the sub-path is gone (ENOENT), as the issue asks.
+/// (Upstream keeps an empty pseudo directory, reference §9.)
+fn assert_gone(path: &Path, d: &Daemon) {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        other => panic!(
+            "{} should be ENOENT, got {other:?}; log:\n{}",
+            path.display(),
+            d.log_tail()
+        ),
+    }
+}
+
+fn mount_ok(d: &Daemon, sub: &str, img: &Image) {
+    let r = api::mount(&d.apisock, sub, &img.fx.bootstrap, &img.config);
+    assert!(
+        r.status == 204 || r.status == 200,
+        "mount {} at {sub}: HTTP {} {}; log:\n{}",
+        img.fx.name,
+        r.status,
+        r.body,
+        d.log_tail()
+    );
+}
+
+fn umount_ok(d: &Daemon, sub: &str) {
+    let r = api::umount(&d.apisock, sub);
+    assert!(
+        r.status == 204 || r.status == 200,
+        "umount {sub}: HTTP {} {}; log:\n{}",
+        r.status,
+        r.body,
+        d.log_tail()
+    );
+}
+
+fn mounted_paths(d: &Daemon) -> Vec<String> {
+    let r = api::call(&d.apisock, "GET", "/api/v1/daemon", None);
+    r.expect_status(200, "GET /api/v1/daemon");
+    let info = r.json();
+    let coll = info["backend_collection"]
+        .as_object()
+        .unwrap_or_else(|| panic!("GET /api/v1/daemon without backend_collection: {info}"));
+    let mut keys: Vec<String> = coll.keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn pseudo_root_two_images_and_umount_of_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = Image::new(tmp.path(), "mini-v5-lz4-blake3", "mini");
+    let b = Image::new(tmp.path(), "dedup-v6-zstd-blake3", "dedup");
+    let started = source::now_secs();
+    let d = start_pseudo(tmp.path());
+    let mnt = d.mountpoint.clone();
+
+    let md = std::fs::metadata(&mnt).expect("stat pseudo root");
+    assert!(md.is_dir(), "pseudo root is not a directory");
+    let entries: Vec<_> = std::fs::read_dir(&mnt).expect("readdir root").collect();
+    assert!(entries.is_empty(), "pseudo root not empty: {entries:?}");
+    assert_eq!(mounted_paths(&d), Vec::<String>::new(), "no mounts yet");
+
+    mount_ok(&d, "/a", &a);
+    mount_ok(&d, "/nested/b", &b);
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .expect("readdir root")
+        .map(|e| {
+            e.expect("dirent")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "nested"], "root listing after two mounts");
+    assert_eq!(mounted_paths(&d), ["/a", "/nested/b"]);
+    a.check_tree(&mnt.join("a"), started);
+    b.check_tree(&mnt.join("nested/b"), started);
+
+    umount_ok(&d, "/a");
+    assert_gone(&mnt.join("a"), &d);
+    assert_gone(&mnt.join("a").join(&a.deep_file().0), &d);
+    assert_eq!(mounted_paths(&d), ["/nested/b"]);
+    b.check_tree(&mnt.join("nested/b"), started);
+
+    // The same path can be mounted again, with the other image.
+    mount_ok(&d, "/a", &b);
+    b.check_tree(&mnt.join("a"), started);
+    assert_gone(&mnt.join("a").join(&a.deep_file().0), &d);
+    umount_ok(&d, "/nested/b");
+    assert_gone(&mnt.join("nested/b"), &d);
+    b.check_tree(&mnt.join("a"), started);
+}
+
+#[test]
+fn pseudo_mount_umount_cycles_leave_no_stale_entries() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let imgs = [
+        Image::new(tmp.path(), "mini-v5-lz4-blake3", "mini"),
+        Image::new(tmp.path(), "dedup-v6-zstd-blake3", "dedup"),
+    ];
+    let started = source::now_secs();
+    let mut d = start_pseudo(tmp.path());
+    let mnt = d.mountpoint.clone();
+    mount_ok(&d, "/keep", &imgs[0]);
+    let keep_file = imgs[0].files[imgs[0].files.len() / 2].0.clone();
+
+    for i in 0..CYCLES {
+        let sub = format!("/c{}", i % 10);
+        let at = mnt.join(&sub[1..]);
+        let (img, other) = if (i / 10) % 2 == 0 {
+            (&imgs[0], &imgs[1])
+        } else {
+            (&imgs[1], &imgs[0])
+        };
+        assert_gone(&at, &d);
+        mount_ok(&d, &sub, img);
+        let (deep, size) = img.deep_file();
+        let md = std::fs::symlink_metadata(at.join(deep)).unwrap_or_else(|e| {
+            panic!(
+                "cycle {i}: {} of {} at {sub}: {e}; log:\n{}",
+                deep.display(),
+                img.fx.name,
+                d.log_tail()
+            )
+        });
+        assert_eq!(md.len(), *size, "cycle {i}: size of {}", deep.display());
+        img.check_file(&at, deep);
+        let small = &img.files[i % img.files.len()].0;
+        img.check_file(&at, small);
+        // Looked up here 10 cycles ago, under the other image: must be gone.
+        assert_gone(&at.join(&other.deep_file().0), &d);
+        umount_ok(&d, &sub);
+        assert_gone(&at, &d);
+        assert_gone(&at.join(deep), &d);
+        imgs[0].check_file(&mnt.join("keep"), &keep_file);
+        if i % 50 == 49 {
+            assert!(
+                d.alive(),
+                "nydusd died at cycle {i}; log:\n{}",
+                d.log_tail()
+            );
+            assert_eq!(mounted_paths(&d), ["/keep"], "cycle {i}: mount table");
+        }
+    }
+    imgs[0].check_tree(&mnt.join("keep"), started);
+}
