@@ -218,11 +218,11 @@ impl Parser<'_> {
         self.bump(); // opening quote
         let mut out = String::new();
         loop {
+            let esc_pos = self.pos();
             match self.bump() {
                 None | Some('\n') => return Err(self.error_at(start, "unterminated string")),
                 Some('"') => return Ok(out),
                 Some('\\') => {
-                    let esc_pos = self.pos();
                     match self.bump() {
                         Some('"') => out.push('"'),
                         Some('\\') => out.push('\\'),

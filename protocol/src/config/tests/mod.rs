@@ -1,5 +1,9 @@
 //! Tests of the config parser, one file per concern.
 
+mod defaults;
+mod errors;
+mod robustness;
+mod secrets;
 mod v1_examples;
 mod v2;
 
