@@ -1,0 +1,304 @@
+//! `BlobDevice`: file bytes from chunk references, through the blob cache.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use nydus_protocol::rafs::blob::CiTable;
+use nydus_protocol::rafs::{BlobInfo, ChunkInfo, ChunkRef};
+
+use super::cache::BlobCacheFile;
+use super::fetch::LOG_CACHE_READ;
+use super::inflight::{ChunkKey, Inflight};
+use super::metrics::{BackendMetrics, BlobcacheMetrics, StorageMetrics};
+use super::{eio, Backend, CacheMode, StorageConfig};
+
+/// One blob of the image's blob table.
+pub(super) struct Blob {
+    pub(super) info: BlobInfo,
+    /// Effective id: the backend object name and cache file stem.
+    pub(super) id: String,
+    /// None with dummycache, or for a blob without a chunk count.
+    pub(super) cache: Option<BlobCacheFile>,
+    /// The v6 ci table, loaded on first need.
+    pub(super) ci: Mutex<Option<Arc<CiTable>>>,
+}
+
+/// Serves file bytes of one image: resolves chunk references, reads ready
+/// chunks from the blob cache and fetches the rest from the backend
+/// (merged, deduplicated across threads, verified, then cached).
+///
+/// Shared by all FUSE threads (`Send + Sync`). No lock is held across a
+/// backend request.
+pub struct BlobDevice {
+    pub(super) blobs: Vec<Blob>,
+    pub(super) backend: Arc<dyn Backend>,
+    pub(super) work_dir: Option<PathBuf>,
+    pub(super) digest_validate: bool,
+    pub(super) amplify_io: u64,
+    pub(super) inflight: Inflight,
+    pub(super) metrics: StorageMetrics,
+    /// Failures already logged, so a chunk that keeps failing is logged once
+    /// (until it succeeds again). Key: (blob, chunk, kind).
+    pub(super) logged: Mutex<HashSet<(u32, u32, u8)>>,
+}
+
+/// Part of a read served by one chunk.
+pub(super) struct Piece {
+    pub(super) info: ChunkInfo,
+    /// Offset of the first wanted byte inside the uncompressed chunk.
+    pub(super) within: usize,
+    /// Where those bytes go in the caller's buffer.
+    pub(super) dst: Range<usize>,
+}
+
+/// How an `obtain`ed chunk can be read.
+#[derive(Clone)]
+pub(super) enum Got {
+    /// Ready in the cache file (stored by another thread or process).
+    Cached,
+    /// The uncompressed, verified bytes.
+    Data(Arc<Vec<u8>>),
+}
+
+impl BlobDevice {
+    /// `blobs` is the image's blob table (`Reader::blobs()`);
+    /// `meta_file_stem` the stem of the bootstrap file name (for inlined-meta
+    /// blob ids, rafs-format §1.5). With blobcache, `work_dir` is created if
+    /// needed and existing cache files in it are reused.
+    pub fn new(
+        blobs: &[BlobInfo],
+        meta_file_stem: Option<&str>,
+        config: StorageConfig,
+    ) -> io::Result<Self> {
+        let work_dir = match &config.cache {
+            CacheMode::Blobcache { work_dir, .. } => {
+                std::fs::create_dir_all(work_dir).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("blob cache work_dir {}: {e}", work_dir.display()),
+                    )
+                })?;
+                Some(work_dir.clone())
+            }
+            CacheMode::Dummycache => None,
+        };
+        let mut out = Vec::with_capacity(blobs.len());
+        for info in blobs {
+            let id = info.effective_id(meta_file_stem);
+            let cache = match &config.cache {
+                CacheMode::Blobcache {
+                    work_dir,
+                    compressed,
+                } if info.chunk_count > 0 => {
+                    Some(BlobCacheFile::open(work_dir, &id, info, *compressed)?)
+                }
+                CacheMode::Blobcache { .. } => {
+                    log::info!("blob {id}: no chunk count recorded; reading it uncached");
+                    None
+                }
+                CacheMode::Dummycache => None,
+            };
+            out.push(Blob {
+                info: info.clone(),
+                id,
+                cache,
+                ci: Mutex::new(None),
+            });
+        }
+        Ok(BlobDevice {
+            blobs: out,
+            backend: config.backend,
+            work_dir,
+            digest_validate: config.digest_validate,
+            amplify_io: config.amplify_io,
+            inflight: Inflight::default(),
+            metrics: StorageMetrics::default(),
+            logged: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Fills `buf` with bytes `[offset, offset + buf.len())` of a regular
+    /// file, clipped to `file_size`; returns the number of bytes filled (0 at
+    /// or past EOF). `chunks` are the file's chunk references in file order
+    /// (`Reader::chunks`), `chunk_size` the image's chunk size. Bytes no
+    /// chunk covers (holes) read as zeros.
+    ///
+    /// Any failure (backend error, bad chunk data, corrupt descriptor) is
+    /// `EIO`; it has been logged and counted, and the next read retries.
+    pub fn read(
+        &self,
+        chunks: &[ChunkRef],
+        chunk_size: u32,
+        file_size: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        if offset >= file_size || buf.is_empty() {
+            return Ok(0);
+        }
+        self.metrics.total.fetch_add(1, Relaxed);
+        let end = file_size.min(offset.saturating_add(buf.len() as u64));
+        let n = (end - offset) as usize;
+        let out = &mut buf[..n];
+        out.fill(0);
+        let span = u64::from(chunk_size.max(1));
+        let first = chunks.partition_point(|c| c.file_offset.saturating_add(span) <= offset);
+        let mut pending = Vec::new();
+        for r in chunks[first..].iter().take_while(|r| r.file_offset < end) {
+            let info = self.resolve(r)?;
+            let chunk_end = r
+                .file_offset
+                .saturating_add(u64::from(info.uncompressed_size));
+            let (from, to) = (offset.max(r.file_offset), end.min(chunk_end));
+            if from >= to {
+                continue;
+            }
+            let piece = Piece {
+                info,
+                within: (from - r.file_offset) as usize,
+                dst: (from - offset) as usize..(to - offset) as usize,
+            };
+            if !self.read_cached(&piece, out) {
+                pending.push(piece);
+            }
+        }
+        if pending.is_empty() {
+            return Ok(n);
+        }
+        let mut keys: Vec<ChunkKey> = Vec::new();
+        let mut uniq: Vec<ChunkInfo> = Vec::new();
+        for p in &pending {
+            let key = (p.info.blob_index, p.info.chunk_index);
+            if !keys.contains(&key) {
+                keys.push(key);
+                uniq.push(p.info);
+            }
+        }
+        let got: HashMap<ChunkKey, Option<Got>> =
+            keys.into_iter().zip(self.obtain(&uniq, false)).collect();
+        let mut failed = false;
+        for p in &pending {
+            match got.get(&(p.info.blob_index, p.info.chunk_index)) {
+                Some(Some(Got::Data(d))) => match d.get(p.within..p.within + p.dst.len()) {
+                    Some(src) => out[p.dst.clone()].copy_from_slice(src),
+                    None => failed = true,
+                },
+                Some(Some(Got::Cached)) => failed |= !self.read_cached(p, out),
+                _ => failed = true,
+            }
+        }
+        if failed {
+            return Err(eio());
+        }
+        Ok(n)
+    }
+
+    /// Makes sure the given chunks are in the blob cache, fetching the
+    /// missing ones (merged up to `amplify_io`). Unsupported with
+    /// dummycache; `EIO` if any chunk failed (others are still cached).
+    pub fn prefetch(&self, chunks: &[ChunkRef]) -> io::Result<()> {
+        if self.work_dir.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "prefetch needs a blob cache (dummycache has none)",
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut want = Vec::new();
+        let mut failed = false;
+        for r in chunks {
+            let info = match self.resolve(r) {
+                Ok(i) => i,
+                Err(_) => {
+                    failed = true;
+                    continue;
+                }
+            };
+            let ready = self.blobs[info.blob_index as usize]
+                .cache
+                .as_ref()
+                .is_some_and(|c| c.is_ready(info.chunk_index));
+            if !ready && seen.insert((info.blob_index, info.chunk_index)) {
+                want.push(info);
+            }
+        }
+        self.metrics
+            .prefetch_unmerged_chunks
+            .fetch_add(want.len() as u64, Relaxed);
+        failed |= self.obtain(&want, true).iter().any(Option::is_none);
+        if failed {
+            return Err(eio());
+        }
+        Ok(())
+    }
+
+    /// `GET /api/v1/metrics/backend`.
+    pub fn backend_metrics(&self) -> BackendMetrics {
+        self.metrics.backend(self.backend.kind())
+    }
+
+    /// `GET /api/v1/metrics/blobcache`.
+    pub fn blobcache_metrics(&self) -> BlobcacheMetrics {
+        let caches = self.blobs.iter().filter_map(|b| b.cache.as_ref());
+        let files = caches.clone().map(|c| c.name().to_string()).collect();
+        let all_ready = self.work_dir.is_some() && caches.clone().all(|c| c.all_ready());
+        let store = self
+            .work_dir
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        self.metrics.blobcache(files, store, all_ready)
+    }
+
+    /// Effective ids of the blobs, in blob-table order.
+    pub fn blob_ids(&self) -> Vec<String> {
+        self.blobs.iter().map(|b| b.id.clone()).collect()
+    }
+
+    /// Serves `p` from the cache file if the chunk is ready there. A cached
+    /// chunk that cannot be read or decoded is forgotten and refetched.
+    fn read_cached(&self, p: &Piece, out: &mut [u8]) -> bool {
+        let Some(cache) = self.blobs[p.info.blob_index as usize].cache.as_ref() else {
+            return false;
+        };
+        if !cache.is_ready(p.info.chunk_index) {
+            return false;
+        }
+        let dst = &mut out[p.dst.clone()];
+        let res = if cache.compressed() {
+            cache
+                .read_stored(&p.info)
+                .and_then(|stored| self.decode(&p.info, &stored).map_err(io::Error::other))
+                .and_then(|data| match data.get(p.within..p.within + dst.len()) {
+                    Some(src) => {
+                        dst.copy_from_slice(src);
+                        Ok(())
+                    }
+                    None => Err(io::Error::other("piece outside the chunk")),
+                })
+        } else {
+            cache.read_plain(&p.info, p.within as u64, dst)
+        };
+        match res {
+            Ok(()) => {
+                self.metrics.partial_hits.fetch_add(1, Relaxed);
+                true
+            }
+            Err(e) => {
+                let key = (p.info.blob_index, p.info.chunk_index, LOG_CACHE_READ);
+                self.log_once(key, || {
+                    format!(
+                        "blob {} chunk {} at offset {:#x}: cached copy unusable, refetching: {e}",
+                        self.blobs[key.0 as usize].id, key.1, p.info.uncompressed_offset
+                    )
+                });
+                cache.clear(p.info.chunk_index);
+                false
+            }
+        }
+    }
+}

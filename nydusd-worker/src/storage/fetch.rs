@@ -1,0 +1,340 @@
+//! The miss path of `BlobDevice`: resolving chunk references, merging
+//! misses into backend requests, decoding and verifying chunks, storing
+//! them in the cache.
+
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, MutexGuard};
+use std::time::Instant;
+
+use nydus_protocol::rafs::blob::CiTable;
+use nydus_protocol::rafs::codec::{self, Compressor};
+use nydus_protocol::rafs::file::BlobSource;
+use nydus_protocol::rafs::{ChunkInfo, ChunkRef, RafsError};
+
+use super::device::{Blob, BlobDevice, Got};
+use super::eio;
+use super::inflight::{Claim, Owned};
+use super::metrics::StorageMetrics;
+
+/// Largest chunk the format allows (rafs-format §1.2).
+const MAX_CHUNK: u32 = 16 << 20;
+
+/// Failure kinds, so each (blob, chunk, kind) is logged once.
+const LOG_BACKEND: u8 = 0;
+const LOG_DATA: u8 = 1;
+pub(super) const LOG_CACHE_READ: u8 = 2;
+const LOG_RESOLVE: u8 = 3;
+const LOG_CACHE_WRITE: u8 = 4;
+
+impl BlobDevice {
+    /// The full, sanity-checked descriptor of `r` (v6 refs without one are
+    /// completed from the blob's ci table).
+    pub(super) fn resolve(&self, r: &ChunkRef) -> io::Result<ChunkInfo> {
+        let info = match r.info {
+            Some(info) => info,
+            None => {
+                let blob = self.blob(r.blob_index, r.chunk_index)?;
+                match self.ci_table(blob).and_then(|t| t.row(r.chunk_index)) {
+                    Ok(info) => info,
+                    Err(e) => {
+                        let key = (r.blob_index, r.chunk_index, LOG_RESOLVE);
+                        self.log_once(key, || format!("blob {}: {e}", blob.id));
+                        return Err(eio());
+                    }
+                }
+            }
+        };
+        let blob = self.blob(info.blob_index, info.chunk_index)?;
+        let why = if info.blob_index != r.blob_index || info.chunk_index != r.chunk_index {
+            Some("descriptor names another chunk than its reference")
+        } else if blob.cache.is_some() && info.chunk_index >= blob.info.chunk_count {
+            Some("chunk index beyond the blob's chunk count")
+        } else if !(1..=MAX_CHUNK).contains(&info.uncompressed_size)
+            || !(1..=MAX_CHUNK).contains(&info.compressed_size)
+        {
+            Some("chunk size out of range")
+        } else if info
+            .compressed_offset
+            .checked_add(u64::from(info.compressed_size))
+            .is_none()
+        {
+            Some("compressed offset out of range")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let key = (info.blob_index, info.chunk_index, LOG_RESOLVE);
+            self.log_once(key, || {
+                format!(
+                    "blob {} chunk {} at offset {:#x}: {why}",
+                    blob.id, info.chunk_index, info.compressed_offset
+                )
+            });
+            return Err(eio());
+        }
+        Ok(info)
+    }
+
+    fn blob(&self, index: u32, chunk: u32) -> io::Result<&Blob> {
+        self.blobs.get(index as usize).ok_or_else(|| {
+            self.log_once((index, chunk, LOG_RESOLVE), || {
+                format!("chunk {chunk} refers to blob index {index}, not in the blob table")
+            });
+            eio()
+        })
+    }
+
+    fn ci_table(&self, blob: &Blob) -> Result<Arc<CiTable>, RafsError> {
+        if let Some(t) = lock(&blob.ci).as_ref() {
+            return Ok(t.clone());
+        }
+        // Loaded without the lock (it is a backend read); racing loaders
+        // both load and the first to finish wins.
+        let table = Arc::new(CiTable::load(&blob.info, &blob.id, &Source(self))?);
+        Ok(lock(&blob.ci).get_or_insert(table).clone())
+    }
+
+    /// Gets the given distinct chunks: ready in the cache, fetched by this
+    /// thread, or fetched by another thread we waited for. `None` marks a
+    /// chunk that failed (logged and counted where it failed).
+    pub(super) fn obtain(&self, infos: &[ChunkInfo], prefetch: bool) -> Vec<Option<Got>> {
+        let mut results: Vec<Option<Got>> = vec![None; infos.len()];
+        let mut owned = Owned::new(&self.inflight);
+        let mut mine = Vec::new();
+        let mut waits = Vec::new();
+        for (i, info) in infos.iter().enumerate() {
+            let cache = self.blobs[info.blob_index as usize].cache.as_ref();
+            let key = (info.blob_index, info.chunk_index);
+            match self
+                .inflight
+                .claim(key, || cache.is_some_and(|c| c.is_ready(info.chunk_index)))
+            {
+                Claim::Ready => results[i] = Some(Got::Cached),
+                Claim::Waiter(slot) => waits.push((i, slot)),
+                Claim::Owner(slot) => {
+                    owned.add(key, slot);
+                    mine.push(i);
+                }
+            }
+        }
+        mine.sort_by_key(|&i| (infos[i].blob_index, infos[i].compressed_offset));
+        for group in self.merge(&mine, infos) {
+            self.fetch_group(&group, infos, &mut owned, &mut results, prefetch);
+        }
+        for (i, slot) in waits {
+            results[i] = slot.wait().ok().map(Got::Data);
+        }
+        results
+    }
+
+    /// Splits sorted misses into backend requests: same blob, ascending and
+    /// non-overlapping, gaps of at most 1/128 of the limit, and at most
+    /// `amplify_io` bytes (a single chunk may be larger).
+    fn merge(&self, sorted: &[usize], infos: &[ChunkInfo]) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut span = (0u32, 0u64, 0u64); // blob, start, end of the open group
+        for &i in sorted {
+            let c = &infos[i];
+            let end = c.compressed_offset + u64::from(c.compressed_size);
+            let joins = !groups.is_empty()
+                && c.blob_index == span.0
+                && c.compressed_offset >= span.2
+                && c.compressed_offset - span.2 <= self.amplify_io / 128
+                && end - span.1 <= self.amplify_io;
+            match groups.last_mut() {
+                Some(g) if joins => {
+                    g.push(i);
+                    span.2 = end;
+                }
+                _ => {
+                    groups.push(vec![i]);
+                    span = (c.blob_index, c.compressed_offset, end);
+                }
+            }
+        }
+        groups
+    }
+
+    /// One backend request for `group`, then decode, verify, store and hand
+    /// out each chunk in it.
+    fn fetch_group(
+        &self,
+        group: &[usize],
+        infos: &[ChunkInfo],
+        owned: &mut Owned<'_>,
+        results: &mut [Option<Got>],
+        prefetch: bool,
+    ) {
+        let first = &infos[group[0]];
+        let blob = &self.blobs[first.blob_index as usize];
+        let start = first.compressed_offset;
+        let end = group
+            .iter()
+            .map(|&i| infos[i].compressed_offset + u64::from(infos[i].compressed_size))
+            .max()
+            .unwrap_or(start);
+        let mut buf = vec![0u8; (end - start) as usize];
+        let began = StorageMetrics::now_millis();
+        if let Err(e) = self.backend_read_exact(&blob.id, start, &mut buf) {
+            self.log_once((first.blob_index, first.chunk_index, LOG_BACKEND), || {
+                format!(
+                    "blob {} chunk {} at offset {start:#x}: backend read of {} bytes failed: {e}",
+                    blob.id,
+                    first.chunk_index,
+                    buf.len()
+                )
+            });
+            for &i in group {
+                owned.complete((infos[i].blob_index, infos[i].chunk_index), Err(()));
+            }
+            return;
+        }
+        self.metrics
+            .buffered_backend_size
+            .fetch_add(buf.len() as u64, Relaxed);
+        for &i in group {
+            let info = &infos[i];
+            let key = (info.blob_index, info.chunk_index);
+            let s = (info.compressed_offset - start) as usize;
+            let stored = &buf[s..s + info.compressed_size as usize];
+            let data = match self.decode(info, stored) {
+                Ok(d) => Arc::new(d),
+                Err(why) => {
+                    self.metrics.chunk_errors.fetch_add(1, Relaxed);
+                    self.log_once((key.0, key.1, LOG_DATA), || {
+                        format!(
+                            "blob {} chunk {} at offset {:#x}: {why}",
+                            blob.id, info.chunk_index, info.compressed_offset
+                        )
+                    });
+                    owned.complete(key, Err(()));
+                    continue;
+                }
+            };
+            if let Some(cache) = &blob.cache {
+                match cache.store(info, &data, stored) {
+                    Ok(true) => {
+                        self.metrics.entries_count.fetch_add(1, Relaxed);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.metrics.cache_write_errors.fetch_add(1, Relaxed);
+                        self.log_once((key.0, key.1, LOG_CACHE_WRITE), || {
+                            format!(
+                                "blob {} chunk {} at offset {:#x}: writing the cache file: {e}",
+                                blob.id, info.chunk_index, info.uncompressed_offset
+                            )
+                        });
+                    }
+                }
+            }
+            self.forget_failures(key.0, key.1);
+            owned.complete(key, Ok(data.clone()));
+            results[i] = Some(Got::Data(data));
+        }
+        self.metrics
+            .buffered_backend_size
+            .fetch_sub(buf.len() as u64, Relaxed);
+        if prefetch {
+            self.metrics.prefetch_request(began, buf.len() as u64);
+        }
+    }
+
+    /// Exactly `buf.len()` bytes from the backend, as one counted request.
+    pub(super) fn backend_read_exact(
+        &self,
+        id: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        let t = Instant::now();
+        let mut done = 0;
+        let res = loop {
+            if done == buf.len() {
+                break Ok(());
+            }
+            match self
+                .backend
+                .read_at(id, offset.saturating_add(done as u64), &mut buf[done..])
+            {
+                Ok(0) => {
+                    break Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "blob {id} ends before offset {:#x}",
+                            offset.saturating_add(buf.len() as u64)
+                        ),
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(e) => break Err(e),
+            }
+        };
+        self.metrics
+            .backend_read(buf.len() as u64, t.elapsed(), res.is_ok());
+        res
+    }
+
+    /// Decompresses and checks one chunk's stored bytes: the CRC whenever
+    /// the descriptor has one, the digest with `digest_validate`.
+    pub(super) fn decode(&self, info: &ChunkInfo, stored: &[u8]) -> Result<Vec<u8>, String> {
+        let blob = &self.blobs[info.blob_index as usize].info;
+        if info.encrypted || info.batch {
+            return Err("encrypted and batch chunks are not supported".to_string());
+        }
+        let mut data = vec![0u8; info.uncompressed_size as usize];
+        let how = if info.compressed {
+            blob.compressor
+        } else {
+            Compressor::None
+        };
+        codec::decompress_into(how, stored, &mut data).map_err(|e| e.to_string())?;
+        if let Some(want) = info.crc32 {
+            let got = codec::crc32c(&data);
+            if got != want {
+                return Err(format!("CRC-32C {got:#010x}, expected {want:#010x}"));
+            }
+        }
+        if let (true, Some(want)) = (self.digest_validate, info.digest) {
+            if codec::digest(blob.digester, &data) != want {
+                return Err("digest mismatch".to_string());
+            }
+        }
+        Ok(data)
+    }
+
+    /// Logs a failure at error level the first time, at debug afterwards.
+    pub(super) fn log_once(&self, key: (u32, u32, u8), msg: impl FnOnce() -> String) {
+        if lock(&self.logged).insert(key) {
+            log::error!("{}", msg());
+        } else {
+            log::debug!("{}", msg());
+        }
+    }
+
+    fn forget_failures(&self, blob: u32, chunk: u32) {
+        let mut logged = lock(&self.logged);
+        if !logged.is_empty() {
+            for kind in [LOG_BACKEND, LOG_DATA, LOG_CACHE_READ] {
+                logged.remove(&(blob, chunk, kind));
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections here never leave the data half-updated.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The backend as the protocol crate's blob source (for ci tables).
+struct Source<'a>(&'a BlobDevice);
+
+impl BlobSource for Source<'_> {
+    fn read_at(&self, blob_id: &str, offset: u64, buf: &mut [u8]) -> Result<(), RafsError> {
+        self.0
+            .backend_read_exact(blob_id, offset, buf)
+            .map_err(|e| RafsError::Io(e.to_string()))
+    }
+}

@@ -1,0 +1,283 @@
+//! Read, cache, coalescing, dedup and failure cases over synthetic images.
+
+use std::io;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use nydus_protocol::rafs::ChunkRef;
+
+use super::*;
+use crate::storage::*;
+
+#[test]
+fn miss_then_hit_and_reuse_by_a_second_device() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(300_000), 0x10000);
+    let be = backend(&img);
+    let dev = device(&img, &be, blobcache(t.path(), false), 0);
+    assert_eq!(read(&dev, &img, 0, 300_000).unwrap(), img.content);
+    assert_eq!(calls(&be), 5, "one request per chunk without amplify_io");
+    assert_eq!(
+        read(&dev, &img, 1000, 200_000).unwrap(),
+        img.content[1000..201_000]
+    );
+    assert_eq!(calls(&be), 5, "hits do not touch the backend");
+    let m = dev.blobcache_metrics();
+    assert_eq!((m.entries_count, m.total), (5, 2));
+    assert!(m.partial_hits >= 4 && m.data_all_ready, "{m:?}");
+    assert_eq!(m.underlying_files, vec![format!("{ID}.blob.data")]);
+    assert_eq!(dev.backend_metrics().read_count, 5);
+    drop(dev);
+    let data = std::fs::read(cache::data_path(t.path(), ID)).unwrap();
+    assert_eq!(&data[..0x10000], &img.content[..0x10000]);
+
+    let be2 = backend(&img);
+    let dev2 = device(&img, &be2, blobcache(t.path(), false), 0);
+    assert_eq!(read(&dev2, &img, 0, 300_000).unwrap(), img.content);
+    assert_eq!(calls(&be2), 0, "a restarted device reuses the ready chunks");
+}
+
+#[test]
+fn chunk_boundaries_eof_and_empty_reads() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(100_000), 0x4000);
+    let be = backend(&img);
+    for cache in [blobcache(t.path(), false), CacheMode::Dummycache] {
+        let dev = device(&img, &be, cache, 1 << 20);
+        for (off, len) in [
+            (0x3ff0, 0x20),
+            (0x3fff, 0x8002),
+            (99_990, 100),
+            (5, 1),
+            (0, 100_000),
+        ] {
+            let want = &img.content[off..(off + len).min(100_000)];
+            assert_eq!(
+                read(&dev, &img, off as u64, len).unwrap(),
+                want,
+                "{off}+{len}"
+            );
+        }
+        assert!(read(&dev, &img, 100_000, 10).unwrap().is_empty());
+        assert!(read(&dev, &img, u64::MAX, 10).unwrap().is_empty());
+        assert!(read(&dev, &img, 0, 0).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn misses_are_coalesced_up_to_amplify_io() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(8 * 0x4000), 0x4000);
+    let be = backend(&img);
+    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
+    assert_eq!(read(&dev, &img, 0, 8 * 0x4000).unwrap(), img.content);
+    assert_eq!(calls(&be), 1, "eight adjacent chunks, one request");
+
+    let t2 = tempfile::tempdir().unwrap();
+    let be = backend(&img);
+    let span = u64::from(img.refs[0].info.unwrap().compressed_size) * 3;
+    let dev = device(&img, &be, blobcache(t2.path(), false), span);
+    // Chunk 2 is cached first, so the misses form two runs around it.
+    read(&dev, &img, 2 * 0x4000, 10).unwrap();
+    assert_eq!(calls(&be), 1);
+    assert_eq!(
+        read(&dev, &img, 0, 5 * 0x4000).unwrap(),
+        img.content[..5 * 0x4000]
+    );
+    assert_eq!(calls(&be), 3, "chunks 0-1 and 3-4 as two requests");
+}
+
+#[test]
+fn concurrent_misses_share_one_fetch() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(0x8000), 0x8000);
+    for cache in [blobcache(t.path(), false), CacheMode::Dummycache] {
+        let mut be = MemBackend {
+            delay: Some(Duration::from_millis(200)),
+            ..Default::default()
+        };
+        be.blobs
+            .get_mut()
+            .unwrap()
+            .insert(ID.into(), img.blob.clone());
+        let be = Arc::new(be);
+        let dev = device(&img, &be, cache, 0);
+        let go = Barrier::new(8);
+        std::thread::scope(|s| {
+            for i in 0..8u64 {
+                let (dev, img, go) = (&dev, &img, &go);
+                s.spawn(move || {
+                    go.wait();
+                    let got = read(dev, img, i * 100, 3000).unwrap();
+                    assert_eq!(got, img.content[i as usize * 100..][..3000]);
+                });
+            }
+        });
+        assert_eq!(calls(&be), 1, "8 readers, 1 fetch");
+        assert_eq!(dev.inflight.len(), 0);
+    }
+}
+
+#[test]
+fn corrupt_chunk_is_eio_not_cached_and_retried() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(3 * 0x4000), 0x4000);
+    let be = backend(&img);
+    let victim = img.refs[1].info.unwrap().compressed_offset as usize + 5;
+    be.blobs.lock().unwrap().get_mut(ID).unwrap()[victim] ^= 0x55;
+    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
+    for _ in 0..2 {
+        let e = read(&dev, &img, 0, 3 * 0x4000).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    }
+    assert_eq!(dev.blobcache_metrics().chunk_errors, 2);
+    let map = ChunkMap::open(&t.path().join(format!("{ID}.blob.data.chunk_map")), 3).unwrap();
+    assert!(map.is_ready(0) && !map.is_ready(1) && map.is_ready(2));
+    // Good neighbours were cached; the bad chunk is fetched again and, once
+    // the blob is repaired, served.
+    be.blobs.lock().unwrap().get_mut(ID).unwrap()[victim] ^= 0x55;
+    let before = calls(&be);
+    assert_eq!(read(&dev, &img, 0, 3 * 0x4000).unwrap(), img.content);
+    assert_eq!(calls(&be), before + 1);
+}
+
+#[test]
+fn wrong_digest_or_crc_is_eio() {
+    let img = image(content(0x4000), 0x4000);
+    let be = backend(&img);
+    for bad in [0, 1] {
+        let mut img2 = image(content(0x4000), 0x4000);
+        let info = img2.refs[0].info.as_mut().unwrap();
+        if bad == 0 {
+            info.digest = Some([7; 32]);
+        } else {
+            info.crc32 = info.crc32.map(|c| !c);
+        }
+        let dev = device(&img2, &be, CacheMode::Dummycache, 0);
+        assert_eq!(
+            read(&dev, &img2, 0, 10).unwrap_err().raw_os_error(),
+            Some(libc::EIO)
+        );
+    }
+    assert_eq!(
+        read(&device(&img, &be, CacheMode::Dummycache, 0), &img, 0, 3).unwrap(),
+        img.content[..3]
+    );
+}
+
+#[test]
+fn compressed_cache_keeps_stored_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(200_000), 0x10000);
+    let be = backend(&img);
+    let dev = device(&img, &be, blobcache(t.path(), true), 0);
+    assert_eq!(read(&dev, &img, 0, 200_000).unwrap(), img.content);
+    let raw = std::fs::read(t.path().join(format!("{ID}.blob.raw"))).unwrap();
+    assert_eq!(raw, img.blob);
+    let be2 = backend(&img);
+    let dev2 = device(&img, &be2, blobcache(t.path(), true), 0);
+    assert_eq!(
+        read(&dev2, &img, 70_000, 100_000).unwrap(),
+        img.content[70_000..170_000]
+    );
+    assert_eq!(calls(&be2), 0);
+}
+
+#[test]
+fn prefetch_fills_the_cache() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(4 * 0x4000), 0x4000);
+    let be = backend(&img);
+    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
+    dev.prefetch(&img.refs).unwrap();
+    assert_eq!(calls(&be), 1);
+    dev.prefetch(&img.refs).unwrap();
+    assert_eq!(read(&dev, &img, 0, 4 * 0x4000).unwrap(), img.content);
+    assert_eq!(calls(&be), 1);
+    let m = dev.blobcache_metrics();
+    assert_eq!(
+        (m.prefetch_requests_count, m.prefetch_unmerged_chunks),
+        (1, 4)
+    );
+    let dummy = device(&img, &be, CacheMode::Dummycache, 0);
+    assert_eq!(
+        dummy.prefetch(&img.refs).unwrap_err().kind(),
+        io::ErrorKind::Unsupported
+    );
+}
+
+#[test]
+fn crafted_references_fail_cleanly_and_holes_read_zero() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(3 * 0x4000), 0x4000);
+    let be = backend(&img);
+    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
+    let size = img.content.len() as u64;
+    let mut buf = vec![0u8; 100];
+    let bad = |f: &dyn Fn(&mut ChunkRef)| {
+        let mut refs = img.refs.clone();
+        f(&mut refs[0]);
+        dev.read(&refs, img.chunk_size, size, 0, &mut buf.clone())
+            .unwrap_err()
+            .raw_os_error()
+    };
+    assert_eq!(bad(&|r| r.blob_index = 9), Some(libc::EIO));
+    assert_eq!(
+        bad(&|r| r.info = None),
+        Some(libc::EIO),
+        "no ci table to resolve from"
+    );
+    assert_eq!(
+        bad(&|r| r.info.as_mut().unwrap().chunk_index = 99),
+        Some(libc::EIO)
+    );
+    assert_eq!(
+        bad(&|r| r.info.as_mut().unwrap().uncompressed_size = 0),
+        Some(libc::EIO)
+    );
+    assert_eq!(
+        bad(&|r| r.info.as_mut().unwrap().compressed_offset = u64::MAX),
+        Some(libc::EIO)
+    );
+    // A descriptor whose cache extent is impossible is served, not cached.
+    let mut refs = img.refs.clone();
+    refs[0].info.as_mut().unwrap().uncompressed_offset = 1 << 40;
+    dev.read(&refs, img.chunk_size, size, 0, &mut buf).unwrap();
+    assert_eq!(&buf[..], &img.content[..100]);
+    assert_eq!(dev.blobcache_metrics().cache_write_errors, 1);
+    // A file whose middle chunk is missing (v5 HAS_HOLE) reads zeros there.
+    let holed: Vec<ChunkRef> = [img.refs[0], img.refs[2]].into();
+    let n = dev
+        .read(&holed, img.chunk_size, size, 0x3fc0, &mut buf)
+        .unwrap();
+    assert_eq!(n, 100);
+    assert_eq!(&buf[..0x40], &img.content[0x3fc0..0x4000]);
+    assert!(buf[0x40..].iter().all(|&b| b == 0));
+    let mut mid = vec![1u8; 0x100];
+    dev.read(&holed, img.chunk_size, size, 0x5000, &mut mid)
+        .unwrap();
+    assert!(mid.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn localfs_backend_end_to_end() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(50_000), 0x4000);
+    let blobs = t.path().join("blobs");
+    std::fs::create_dir(&blobs).unwrap();
+    std::fs::write(blobs.join(ID), &img.blob).unwrap();
+    let lfs = Arc::new(LocalFs::new(Some(t.path().join("nowhere")), None, vec![blobs]).unwrap());
+    let config = StorageConfig {
+        backend: lfs,
+        cache: blobcache(&t.path().join("cache"), false),
+        digest_validate: false,
+        amplify_io: 1 << 20,
+    };
+    let dev = BlobDevice::new(std::slice::from_ref(&img.info), None, config).unwrap();
+    let mut buf = vec![0u8; 60_000];
+    let n = dev
+        .read(&img.refs, img.chunk_size, 50_000, 0, &mut buf)
+        .unwrap();
+    assert_eq!(&buf[..n], &img.content[..]);
+    assert_eq!(dev.backend_metrics().backend_type, "localfs");
+}
