@@ -8,7 +8,8 @@ use std::sync::Arc;
 use nydus_protocol::rafs::file::{ChunkReader, DirBlobSource};
 use nydus_protocol::rafs::manifest::{manifest, ManifestOptions};
 use nydus_protocol::rafs::v5::V5Reader;
-use nydus_protocol::rafs::{Reader, Result};
+use nydus_protocol::rafs::walk::resolve;
+use nydus_protocol::rafs::{detect, open_file, Detected};
 
 fn fixtures_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/rafs");
@@ -38,25 +39,14 @@ fn images() -> Vec<(PathBuf, PathBuf)> {
     out
 }
 
-fn open(path: &Path) -> Result<Box<dyn Reader>> {
-    let bytes = std::fs::read(path)?;
-    Ok(Box::new(V5Reader::open(Arc::new(bytes))?))
-}
-
-fn is_v5(path: &Path) -> bool {
-    std::fs::read(path).is_ok_and(|b| nydus_protocol::rafs::v5::detect(&b))
-}
-
 #[test]
 fn manifests_match_and_data_verifies() {
     let mut checked = 0;
     for (dir, boot) in images() {
-        if !is_v5(&boot) {
-            continue;
-        }
-        let reader = open(&boot).unwrap_or_else(|e| panic!("{}: {e}", boot.display()));
+        let image = open_file(&boot).unwrap_or_else(|e| panic!("{}: {e}", boot.display()));
+        let reader = image.reader;
         let source = DirBlobSource::new(dir.join("blobs"));
-        let chunks = ChunkReader::new(reader.as_ref(), &source, None);
+        let chunks = ChunkReader::new(reader.as_ref(), &source, image.meta_file_stem.clone());
         let opts = ManifestOptions {
             default_uid: 0,
             default_gid: 0,
@@ -85,9 +75,49 @@ fn manifests_match_and_data_verifies() {
                 assert_eq!(got, want, "{}", dir.display());
             }
         }
+        // Every listed path resolves to the inode the walk reported.
+        for line in &m.lines {
+            let rel = unescape(line.split(' ').next().unwrap_or_default());
+            let abs = if rel == b"." {
+                b"/".to_vec()
+            } else {
+                rel[1..].to_vec()
+            };
+            let ino = resolve(reader.as_ref(), &abs).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(ino.is_some(), "{}: {line} does not resolve", dir.display());
+        }
+        if detect(&std::fs::read(&boot).expect("bootstrap")) == Detected::V5 {
+            let v5 = V5Reader::open(Arc::new(std::fs::read(&boot).expect("bootstrap")))
+                .expect("v5 open");
+            let problems = v5.verify_inode_digests().expect("v5 digests");
+            assert!(problems.is_empty(), "{}: {problems:?}", dir.display());
+        }
         checked += 1;
     }
-    assert!(checked > 0, "no fixture was checked");
+    assert!(checked >= 5, "only {checked} fixtures were checked");
+}
+
+/// manifest.py's `\xHH` escapes back to bytes.
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = s
+            .get(i + 2..i + 4)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], b.get(i + 1), hex) {
+            (b'\\', Some(b'x'), Some(v)) => {
+                out.push(v);
+                i += 4;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn strip_mtime(line: &str) -> String {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use nydus_protocol::rafs::file::{ChunkReader, DirBlobSource};
 use nydus_protocol::rafs::manifest::esc;
 use nydus_protocol::rafs::walk::{walk, Entry};
-use nydus_protocol::rafs::{v5, FileKind, Reader};
+use nydus_protocol::rafs::{self, v5, FileKind, Reader};
 
 use super::ls::open_image;
 
@@ -40,7 +40,7 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     let mut t = Tally::default();
 
     check_blobs(reader, &args, image.stem.as_deref(), &mut t);
-    if v5::detect(&image.bytes) {
+    if rafs::detect(&image.bytes) == rafs::Detected::V5 {
         match v5::V5Reader::open(image.bytes.clone()).and_then(|r| r.verify_inode_digests()) {
             Ok(p) => t.problems.extend(p),
             Err(e) => t.problems.push(e.to_string()),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use nydus_protocol::rafs::file::{ChunkReader, DirBlobSource};
 use nydus_protocol::rafs::manifest::{esc, major_minor, manifest, ManifestOptions};
 use nydus_protocol::rafs::walk::{walk, Entry};
-use nydus_protocol::rafs::{v5, FileKind, Inode, Reader};
+use nydus_protocol::rafs::{self, FileKind, Inode, Reader};
 
 #[derive(clap::Args)]
 pub struct LsArgs {
@@ -29,36 +29,24 @@ pub struct LsArgs {
     pub bootstrap: PathBuf,
 }
 
-/// An opened image and the stem of its file name (the effective id of
-/// inlined-metadata blobs, format doc §1.5).
+/// An opened image, the stem the blob-id rule needs (format doc §1.5) and
+/// the file's bytes (for version-specific checks).
 pub(super) struct Image {
-    pub reader: Box<dyn Reader>,
+    pub reader: Arc<dyn Reader>,
     pub stem: Option<String>,
     pub bytes: Arc<Vec<u8>>,
 }
 
 pub(super) fn open_image(path: &Path) -> Result<Image, String> {
     let bytes = Arc::new(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?);
-    let reader: Box<dyn Reader> = if v5::detect(&bytes) {
-        Box::new(v5::V5Reader::open(bytes.clone()).map_err(|e| format!("{}: {e}", path.display()))?)
-    } else {
-        return Err(format!(
-            "{}: not a RAFS v5 bootstrap (v6 support pending)",
-            path.display()
-        ));
-    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let opened = rafs::open(bytes.clone(), name.as_deref())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Image {
-        reader,
-        stem: file_stem(path),
+        reader: opened.reader,
+        stem: opened.meta_file_stem,
         bytes,
     })
-}
-
-/// The file name with every extension removed (`abc.tar.gz` → `abc`).
-fn file_stem(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    let stem = name.split('.').next().unwrap_or(name);
-    (!stem.is_empty()).then(|| stem.to_string())
 }
 
 pub fn run(args: LsArgs) -> Result<(), String> {

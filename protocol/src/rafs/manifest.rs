@@ -161,14 +161,20 @@ pub fn file_sha256(
                 format!("chunk at {:#x} overlaps the previous one", r.file_offset),
             ));
         }
+        if r.file_offset > inode.size {
+            return Err(data_err(
+                inode,
+                format!(
+                    "chunk at {:#x} is past the size {}",
+                    r.file_offset, inode.size
+                ),
+            ));
+        }
         zeros(&mut h, r.file_offset - pos);
         let info = chunks.resolve(&r)?;
         let bytes = chunks.read_chunk(&info, true)?;
         h.update(&bytes);
-        pos = r
-            .file_offset
-            .checked_add(bytes.len() as u64)
-            .unwrap_or(u64::MAX);
+        pos = r.file_offset.saturating_add(bytes.len() as u64);
     }
     if pos > inode.size {
         return Err(data_err(
@@ -247,7 +253,8 @@ mod tests {
     fn escaping_and_devices() {
         assert_eq!(esc(b"a b\\\xff~"), "a\\x20b\\x5c\\xff~");
         // 259:65536 in the kernel's new_encode_dev form.
-        let dev = (65536u64 & 0xff) | (259 << 8) | ((65536u64 & !0xff) << 12);
+        let (major, minor) = (259u64, 65536u64);
+        let dev = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
         assert_eq!(major_minor(dev), (259, 65536));
     }
 }

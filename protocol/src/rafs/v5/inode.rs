@@ -263,7 +263,14 @@ pub fn decode_chunk(t: &Bytes<'_>, o: usize, blobs: &[BlobInfo], lim: Limits) ->
             format!("uncompressed size {uncompressed_size} outside 1..=chunk size"),
         ));
     }
-    if compressed_size == 0 || (!compressed && compressed_size != uncompressed_size) {
+    // Chunks are stored compressed only when that makes them strictly
+    // smaller (§5.2), which also bounds what a reader has to allocate.
+    let bad = if compressed {
+        compressed_size == 0 || compressed_size >= uncompressed_size
+    } else {
+        compressed_size != uncompressed_size
+    };
+    if bad {
         return Err(t.err(
             o + 40,
             format!(
