@@ -172,6 +172,12 @@ fn http_proxy(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<HttpProxyConfig, Con
 fn http(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<HttpConfig, ConfigError> {
     let d = HttpConfig::default();
     o.obsolete(ctx, "force_upload", "removed upstream in 2021, ignored");
+    // nydus-snapshotter writes `"readahead": false` for every backend.
+    o.obsolete(
+        ctx,
+        "readahead",
+        "only meant for localfs (and removed there), ignored",
+    );
     // `retry_limit` stays valid though retries are fixed now (reference §4.2).
     Ok(HttpConfig {
         timeout: o.uint(ctx, "timeout", d.timeout, u32::MAX.into())?,

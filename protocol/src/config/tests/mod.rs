@@ -4,6 +4,7 @@ mod defaults;
 mod errors;
 mod robustness;
 mod secrets;
+mod v1_backends;
 mod v1_examples;
 mod v2;
 
