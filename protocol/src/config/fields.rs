@@ -48,8 +48,9 @@ impl<'n> Obj<'n> {
                 format!("{what} must be an object, found {found}"),
             ));
         };
-        for (i, m) in members.iter().enumerate() {
-            if members[..i].iter().any(|prev| prev.key == m.key) {
+        let mut seen = std::collections::HashSet::new();
+        for m in members {
+            if !seen.insert(m.key.as_str()) {
                 ctx.warn(
                     &join(path, &m.key),
                     m.key_pos,
