@@ -1,12 +1,19 @@
-//! `nydusd`: serves one RAFS image over FUSE or vhost-user-fs.
+//! `nydusd`: serves RAFS images over FUSE.
+//!
+//! `main` only dispatches: the flow is in `run`, the filesystem in `fs`,
+//! the pseudo-mount table in `daemon`, the data path in `storage`.
 
-// Not wired into the daemon yet; drop the allow once run.rs uses them.
-#[allow(dead_code, unused_imports)]
 mod api;
-#[allow(dead_code, unused_imports)]
+mod cli;
+mod daemon;
+mod fs;
+mod fuse_service;
+mod instance;
+mod logging;
 mod metrics;
+mod run;
+mod storage;
 
-fn main() {
-    eprintln!("nydusd: not built yet");
-    std::process::exit(1);
+fn main() -> std::process::ExitCode {
+    run::main()
 }

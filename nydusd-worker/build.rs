@@ -1,0 +1,24 @@
+//! Records what `nydusd --version` reports: git commit, build time, rustc.
+
+use std::process::Command;
+
+fn run(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn main() {
+    let commit = run("git", &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let time = run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_else(|| "unknown".into());
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc = run(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=NYDUSD_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=NYDUSD_BUILD_TIME={time}");
+    println!("cargo:rustc-env=NYDUSD_RUSTC={rustc}");
+    // Re-run only when this script changes: tracking .git would rebuild the
+    // daemon on every commit anyone makes in a shared checkout.
+    println!("cargo:rerun-if-changed=build.rs");
+}

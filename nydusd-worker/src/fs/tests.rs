@@ -1,0 +1,299 @@
+//! RafsFs against an in-memory image: attribute rules, directory offsets,
+//! xattr size protocol, errno mapping.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fuse_backend_rs::api::filesystem::{Context, FileSystem, GetxattrReply, ListxattrReply};
+use nydus_protocol::rafs::codec::{Compressor, Digester};
+use nydus_protocol::rafs::{
+    BlobInfo, ChunkRef, DirEntry, FsVersion, Inode, RafsError, Reader, Result, SuperInfo,
+};
+
+use super::stats::NoStats;
+use super::*;
+
+struct MemReader {
+    sb: SuperInfo,
+    inodes: BTreeMap<u64, Inode>,
+    children: BTreeMap<u64, Vec<(Vec<u8>, u64)>>,
+    xattrs: BTreeMap<u64, Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Reader for MemReader {
+    fn super_info(&self) -> &SuperInfo {
+        &self.sb
+    }
+    fn blobs(&self) -> &[BlobInfo] {
+        &[]
+    }
+    fn inode(&self, ino: u64) -> Result<Inode> {
+        self.inodes
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| RafsError::NotFound(format!("inode {ino}")))
+    }
+    fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<u64>> {
+        Ok(self
+            .children
+            .get(&parent)
+            .and_then(|c| c.iter().find(|(n, _)| n == name).map(|(_, i)| *i)))
+    }
+    fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        sink: &mut dyn FnMut(DirEntry<'_>, u64) -> bool,
+    ) -> Result<()> {
+        let kids = self.children.get(&ino).cloned().unwrap_or_default();
+        for (i, (name, child)) in kids.iter().enumerate().skip(offset as usize) {
+            let kind = self.inodes[child].kind().unwrap();
+            let e = DirEntry {
+                name,
+                ino: *child,
+                kind,
+            };
+            if !sink(e, i as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn readlink(&self, _ino: u64) -> Result<Vec<u8>> {
+        Ok(b"target".to_vec())
+    }
+    fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.xattrs.get(&ino).cloned().unwrap_or_default())
+    }
+    fn chunks(&self, _ino: u64) -> Result<Vec<ChunkRef>> {
+        Ok(Vec::new())
+    }
+    fn prefetch_inodes(&self) -> Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
+}
+
+fn inode(ino: u64, mode: u32, size: u64, mtime: i64) -> Inode {
+    Inode {
+        ino,
+        mode,
+        uid: 1000,
+        gid: 1001,
+        nlink: 1,
+        size,
+        mtime,
+        mtime_nsec: 5,
+        rdev: 0,
+        has_xattr: ino == 3,
+    }
+}
+
+fn image(explicit: bool, has_xattr: bool) -> MemReader {
+    let sb = SuperInfo {
+        version: FsVersion::V6,
+        flags: 0,
+        block_size: 4096,
+        chunk_size: 1 << 20,
+        compressor: Compressor::None,
+        digester: Digester::Blake3,
+        inode_count: 3,
+        root_ino: 1,
+        explicit_uidgid: explicit,
+        has_xattr,
+    };
+    let mut inodes = BTreeMap::new();
+    inodes.insert(1, inode(1, libc::S_IFDIR | 0o700, 4096, 0));
+    inodes.insert(2, inode(2, libc::S_IFREG | 0o644, 10, 1_600_000_000));
+    inodes.insert(3, inode(3, libc::S_IFDIR | 0o750, 4096, 1_700_000_000));
+    let mut children = BTreeMap::new();
+    children.insert(1, vec![(b"a".to_vec(), 2), (b"d".to_vec(), 3)]);
+    let mut xattrs = BTreeMap::new();
+    xattrs.insert(3, vec![(b"user.k".to_vec(), b"value".to_vec())]);
+    MemReader {
+        sb,
+        inodes,
+        children,
+        xattrs,
+    }
+}
+
+/// Serves fixed bytes, or fails when `fail` is set.
+struct Bytes {
+    fail: Mutex<bool>,
+}
+
+impl FileData for Bytes {
+    fn read(&self, _c: &[ChunkRef], size: u64, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if *self.fail.lock().unwrap() {
+            return Err(io::Error::other("bad digest"));
+        }
+        let n = buf.len().min((size - off) as usize);
+        buf[..n].fill(b'x');
+        Ok(n)
+    }
+}
+
+fn fs(explicit: bool, has_xattr: bool, enable_xattr: bool) -> RafsFs {
+    let opts = FsOptions {
+        enable_xattr,
+        start_time: 42,
+        uid: 7,
+        gid: 8,
+        ttl: Duration::from_secs(60),
+    };
+    let data = Arc::new(Bytes {
+        fail: Mutex::new(false),
+    });
+    RafsFs::new(
+        Arc::new(image(explicit, has_xattr)),
+        data,
+        opts,
+        Arc::new(NoStats),
+    )
+    .unwrap()
+}
+
+fn ctx() -> Context {
+    Context::default()
+}
+
+fn code(e: io::Error) -> i32 {
+    e.raw_os_error().unwrap()
+}
+
+#[test]
+fn root_mode_forced_and_zero_mtime_is_start_time() {
+    let f = fs(true, false, false);
+    let (root, _) = f.getattr(&ctx(), 1, None).unwrap();
+    assert_eq!(root.st_mode, libc::S_IFDIR | 0o755);
+    assert_eq!((root.st_mtime, root.st_atime, root.st_ctime), (42, 42, 42));
+    let (file, _) = f.getattr(&ctx(), 2, None).unwrap();
+    assert_eq!(file.st_mode, libc::S_IFREG | 0o644);
+    assert_eq!((file.st_mtime, file.st_mtime_nsec), (1_600_000_000, 5));
+    assert_eq!((file.st_atime, file.st_ctime), (0, 0));
+    assert_eq!((file.st_uid, file.st_gid), (1000, 1001));
+    assert_eq!((file.st_blocks, file.st_blksize), (1, 4096));
+}
+
+#[test]
+fn implicit_owner_is_the_daemon() {
+    let f = fs(false, false, false);
+    let (file, _) = f.getattr(&ctx(), 2, None).unwrap();
+    assert_eq!((file.st_uid, file.st_gid), (7, 8));
+}
+
+#[test]
+fn lookup_and_negative_entries() {
+    let f = fs(true, false, false);
+    let name = CString::new("a").unwrap();
+    assert_eq!(f.lookup(&ctx(), 1, &name).unwrap().inode, 2);
+    let missing = CString::new("zz").unwrap();
+    assert_eq!(f.lookup(&ctx(), 1, &missing).unwrap().inode, 0);
+    assert_eq!(code(f.lookup(&ctx(), 2, &name).unwrap_err()), libc::ENOTDIR);
+    assert_eq!(code(f.getattr(&ctx(), 99, None).unwrap_err()), libc::ENOENT);
+}
+
+#[test]
+fn readdir_offsets_resume() {
+    let f = fs(true, false, false);
+    let mut all = Vec::new();
+    f.readdir(&ctx(), 1, 0, 4096, 0, &mut |e| {
+        all.push((e.name.to_vec(), e.offset));
+        Ok(1)
+    })
+    .unwrap();
+    let names: Vec<_> = all.iter().map(|(n, _)| n.as_slice()).collect();
+    assert_eq!(names, [&b"."[..], b"..", b"a", b"d"]);
+    // Resuming from each entry's offset yields exactly the rest.
+    for (i, (_, off)) in all.iter().enumerate() {
+        let mut rest = Vec::new();
+        f.readdir(&ctx(), 1, 0, 4096, *off, &mut |e| {
+            rest.push(e.name.to_vec());
+            Ok(1)
+        })
+        .unwrap();
+        assert_eq!(rest.len(), all.len() - i - 1);
+    }
+    // A full buffer stops the listing.
+    let mut n = 0;
+    f.readdir(&ctx(), 1, 0, 4096, 0, &mut |_| {
+        n += 1;
+        Ok(if n == 2 { 0 } else { 1 })
+    })
+    .unwrap();
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn xattrs_enosys_unless_enabled() {
+    let k = CString::new("user.k").unwrap();
+    let off = fs(true, false, false);
+    assert_eq!(
+        code(off.getxattr(&ctx(), 3, &k, 0).unwrap_err()),
+        libc::ENOSYS
+    );
+    assert_eq!(code(off.listxattr(&ctx(), 3, 0).unwrap_err()), libc::ENOSYS);
+    for f in [fs(true, true, false), fs(true, false, true)] {
+        assert!(matches!(
+            f.getxattr(&ctx(), 3, &k, 0).unwrap(),
+            GetxattrReply::Count(5)
+        ));
+        assert_eq!(
+            code(f.getxattr(&ctx(), 3, &k, 2).unwrap_err()),
+            libc::ERANGE
+        );
+        assert!(
+            matches!(f.getxattr(&ctx(), 3, &k, 5).unwrap(), GetxattrReply::Value(v) if v == b"value")
+        );
+        let other = CString::new("user.none").unwrap();
+        assert_eq!(
+            code(f.getxattr(&ctx(), 3, &other, 9).unwrap_err()),
+            libc::ENODATA
+        );
+        assert!(matches!(
+            f.listxattr(&ctx(), 3, 0).unwrap(),
+            ListxattrReply::Count(7)
+        ));
+        assert!(matches!(
+            f.listxattr(&ctx(), 2, 0).unwrap(),
+            ListxattrReply::Count(0)
+        ));
+    }
+}
+
+#[test]
+fn mutations_are_erofs() {
+    let f = fs(true, false, false);
+    let n = CString::new("new").unwrap();
+    assert_eq!(
+        code(f.mkdir(&ctx(), 1, &n, 0o755, 0).unwrap_err()),
+        libc::EROFS
+    );
+    assert_eq!(code(f.unlink(&ctx(), 1, &n).unwrap_err()), libc::EROFS);
+    assert_eq!(
+        code(f.open(&ctx(), 2, libc::O_WRONLY as u32, 0).unwrap_err()),
+        libc::EROFS
+    );
+    assert!(f.open(&ctx(), 2, libc::O_RDONLY as u32, 0).is_ok());
+    assert_eq!(
+        code(f.access(&ctx(), 2, libc::W_OK as u32).unwrap_err()),
+        libc::EROFS
+    );
+}
+
+#[test]
+fn errno_table() {
+    let cases = [
+        (RafsError::NotFound("x".into()), libc::ENOENT),
+        (RafsError::corrupt("inode", 0, "bad"), libc::EIO),
+        (RafsError::Codec("digest".into()), libc::EIO),
+        (RafsError::Io("short".into()), libc::EIO),
+        (RafsError::Unsupported("enc".into()), libc::EIO),
+    ];
+    for (e, want) in cases {
+        assert_eq!(code(rafs_errno(e)), want);
+    }
+}

@@ -1,0 +1,207 @@
+//! The FUSE transport: mount(2) through fuse-backend-rs, N threads reading
+//! `/dev/fuse`, and the two ways to stop (unmount, or leave the mount for a
+//! successor).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::api::Vfs;
+use fuse_backend_rs::transport::{FuseChannel, FuseSession};
+
+use crate::daemon::Event;
+
+/// Upstream's filesystem name (`/proc/mounts` source column).
+const FS_NAME: &str = "rafs";
+
+/// Resolves `--mountpoint` and refuses what would fail or stack mounts:
+/// a missing path, a non-directory, a dead FUSE mount, an existing FUSE mount.
+pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
+    let shown = path.display();
+    let canon = path.canonicalize().map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTCONN) => format!(
+            "--mountpoint {shown}: a dead FUSE mount is there (transport endpoint is not connected); run `umount -l {shown}` first"
+        ),
+        Some(libc::ENOENT) => format!("--mountpoint {shown}: no such directory; create it first"),
+        _ => format!("--mountpoint {shown}: {e}"),
+    })?;
+    if !canon.is_dir() {
+        return Err(format!("--mountpoint {shown}: not a directory"));
+    }
+    if let Some(fstype) = mounted_fstype(&canon) {
+        if fstype.starts_with("fuse") {
+            return Err(format!(
+                "--mountpoint {shown}: already a FUSE mount ({fstype}), maybe another nydusd; unmount it first"
+            ));
+        }
+    }
+    Ok(canon)
+}
+
+/// The fstype of the top mount at exactly `path`, from /proc/self/mountinfo.
+pub fn mounted_fstype(path: &Path) -> Option<String> {
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().as_bytes();
+    let mut found = None;
+    for line in info.split(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let mut fields = text.split(' ');
+        let Some(mp) = fields.nth(4) else { continue };
+        if unescape_mountinfo(mp) != want {
+            continue;
+        }
+        // Later lines are mounted on top of earlier ones.
+        found = text
+            .split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .map(str::to_string);
+    }
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A mounted, serving FUSE session.
+pub struct FuseService {
+    session: FuseSession,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl FuseService {
+    /// Mounts `mountpoint` (already checked) read-only.
+    pub fn mount(mountpoint: &Path) -> Result<FuseSession, String> {
+        let mut se = FuseSession::new(mountpoint, FS_NAME, "", true)
+            .map_err(|e| format!("--mountpoint {}: {e}", mountpoint.display()))?;
+        se.mount()
+            .map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
+        Ok(se)
+    }
+
+    /// Starts `threads` threads serving `se` with `server`. Each reports on
+    /// `events` when it stops on its own (the mount went away).
+    pub fn start(
+        session: FuseSession,
+        server: Arc<Server<Arc<Vfs>>>,
+        threads: u32,
+        events: Sender<Event>,
+    ) -> Result<Self, String> {
+        let mut svc = FuseService {
+            session,
+            threads: Vec::new(),
+        };
+        for i in 0..threads {
+            let ch = svc
+                .session
+                .new_channel()
+                .map_err(|e| format!("FUSE channel: {e}"))?;
+            let server = server.clone();
+            let events = events.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("fuse-{i}"))
+                .spawn(move || {
+                    let why = serve(ch, &server);
+                    let _ = events.send(Event::FuseStopped(why));
+                })
+                .map_err(|e| format!("starting FUSE thread: {e}"))?;
+            svc.threads.push(t);
+        }
+        Ok(svc)
+    }
+
+    /// A dup of the /dev/fuse fd, for notifications.
+    pub fn notifier(&self) -> Option<std::fs::File> {
+        self.session
+            .get_fuse_file()
+            .and_then(|f| f.try_clone().ok())
+    }
+
+    /// Unmounts (unless someone already did) and joins the threads.
+    pub fn stop_and_unmount(mut self) {
+        // umount() skips the umount2 when the device reports the mount gone.
+        if let Err(e) = self.session.umount() {
+            log::warn!("unmounting {}: {e}", self.session.mountpoint().display());
+        }
+        self.join();
+    }
+
+    /// Stops serving but leaves the mount (and its connection) in place for
+    /// a successor; the process must exit right after.
+    pub fn stop_keep_mount(mut self) {
+        self.join();
+        // Dropping the session would unmount.
+        std::mem::forget(self.session);
+    }
+
+    fn join(&mut self) {
+        if let Err(e) = self.session.wake() {
+            log::warn!("waking FUSE threads: {e}");
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One thread's loop. Returns why it stopped when that was an error.
+fn serve(mut ch: FuseChannel, server: &Server<Arc<Vfs>>) -> Option<String> {
+    loop {
+        match ch.get_request() {
+            Ok(Some((reader, writer))) => {
+                match server.handle_message(reader, writer.into(), None, None) {
+                    Ok(_) => {}
+                    // The kernel no longer wants the reply (interrupted, or
+                    // the mount is going away).
+                    Err(fuse_backend_rs::Error::EncodeMessage(_)) => {}
+                    Err(e) => log::error!("FUSE request failed: {e}"),
+                }
+            }
+            // Woken by stop, or ENODEV: unmounted.
+            Ok(None) => return None,
+            Err(e) => {
+                let text = e.to_string();
+                // After an unmount the device's epoll reports an error: a
+                // normal end, not a failure.
+                if text.contains("epoll error") {
+                    return None;
+                }
+                log::error!("reading /dev/fuse: {text}");
+                return Some(text);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), b"/a b\\c");
+        assert_eq!(unescape_mountinfo("/x\\04"), b"/x\\04");
+        assert_eq!(mounted_fstype(Path::new("/proc")).as_deref(), Some("proc"));
+    }
+}

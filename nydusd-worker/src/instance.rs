@@ -1,0 +1,267 @@
+//! One RAFS instance: a bootstrap opened with its config, ready to mount.
+//!
+//! Maps the user's `DaemonConfig` onto the storage layer's `StorageConfig`,
+//! opens the bootstrap (mmap for `mode: direct`, read into memory for
+//! `cached`), and builds the `RafsFs`. Every error names the file or key.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nydus_protocol::config::{
+    parse_daemon_config, BackendConfig, CacheKind, DaemonConfig, RafsMode,
+};
+use nydus_protocol::rafs::{Backing, ChunkRef, FileKind, Reader};
+use serde_json::Value;
+
+use crate::fs::{FileData, FopSink, FsOptions, RafsFs};
+use crate::metrics::{FsMetricsOptions, MetricsSource};
+use crate::storage::{BlobDevice, CacheMode, LocalFs, StorageConfig};
+
+/// Where an instance's config comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// A config file's text; `origin` names it in messages.
+    Text { text: String, origin: String },
+    /// `--localfs-dir DIR`.
+    LocalfsDir(PathBuf),
+}
+
+/// The parsed config plus what to log about it.
+pub fn load_config(source: &ConfigSource) -> Result<DaemonConfig, String> {
+    match source {
+        ConfigSource::LocalfsDir(dir) => Ok(nydus_protocol::config::localfs_dir_config(dir)),
+        ConfigSource::Text { text, origin } => {
+            let parsed = parse_daemon_config(text, origin).map_err(|e| e.to_string())?;
+            for w in &parsed.warnings {
+                log::warn!("{w}");
+            }
+            Ok(parsed.config)
+        }
+    }
+}
+
+/// An opened image, not yet mounted.
+pub struct Opened {
+    pub fs: RafsFs,
+    pub device: Arc<DeviceData>,
+}
+
+/// Everything needed to open an instance.
+pub struct OpenRequest<'a> {
+    pub bootstrap: &'a Path,
+    pub config: &'a DaemonConfig,
+    pub start_time: i64,
+    pub stats: Arc<dyn FopSink>,
+}
+
+/// Opens `req.bootstrap` with `req.config`. The error is one line naming the
+/// bootstrap or the config key at fault.
+pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
+    let config = req.config;
+    let bootstrap = req.bootstrap;
+    let reader = open_bootstrap(bootstrap, config.rafs.mode)?;
+    let stem = bootstrap.file_stem().and_then(|s| s.to_str());
+    let storage = storage_config(config)?;
+    let device = BlobDevice::new(reader.blobs(), stem, storage)
+        .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
+    let chunk_size = reader.super_info().chunk_size;
+    let device = Arc::new(DeviceData { device, chunk_size });
+    let opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);
+    let fs = RafsFs::new(reader, device.clone(), opts, req.stats)
+        .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
+    Ok(Opened { fs, device })
+}
+
+/// Reads and validates the bootstrap; `direct` maps it, `cached` copies it.
+fn open_bootstrap(path: &Path, mode: RafsMode) -> Result<Arc<dyn Reader>, String> {
+    let what = |e: &dyn std::fmt::Display| format!("bootstrap {}: {e}", path.display());
+    let file = File::open(path).map_err(|e| what(&e))?;
+    let meta = file.metadata().map_err(|e| what(&e))?;
+    if !meta.is_file() {
+        return Err(what(&"not a regular file"));
+    }
+    let backing: Backing = match mode {
+        RafsMode::Direct => {
+            // SAFETY: the map is read-only and private. Bootstraps are
+            // immutable by contract; if someone truncates the file under us
+            // the kernel raises SIGBUS, which is the same failure upstream
+            // nydusd has in direct mode.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| what(&e))?;
+            Arc::new(map)
+        }
+        RafsMode::Cached => {
+            let bytes = std::fs::read(path).map_err(|e| what(&e))?;
+            Arc::new(bytes)
+        }
+    };
+    let opened = nydus_protocol::rafs::open(backing, path.file_name().and_then(|n| n.to_str()))
+        .map_err(|e| what(&e))?;
+    Ok(opened.reader)
+}
+
+/// DaemonConfig → what the blob device needs.
+fn storage_config(config: &DaemonConfig) -> Result<StorageConfig, String> {
+    let backend: Arc<dyn crate::storage::Backend> = match &config.backend {
+        BackendConfig::Localfs(l) => Arc::new(
+            LocalFs::new(l.dir.clone(), l.blob_file.clone(), l.alt_dirs.clone())
+                .map_err(|e| format!("config backend.localfs: {e}"))?,
+        ),
+        other => {
+            return Err(format!(
+                "config backend.type {:?} is not supported by this nydusd yet; use localfs",
+                other.type_name()
+            ))
+        }
+    };
+    let cache =
+        match config.cache.kind {
+            CacheKind::Blobcache => CacheMode::Blobcache {
+                work_dir: config.cache.work_dir.clone().ok_or(
+                    "config cache: blobcache needs `work_dir` (device.cache.config.work_dir)",
+                )?,
+                compressed: config.cache.compressed,
+            },
+            CacheKind::Dummycache | CacheKind::None => CacheMode::Dummycache,
+            CacheKind::Fscache => return Err(
+                "config cache.type \"fscache\" only works with `nydusd singleton`; use blobcache"
+                    .into(),
+            ),
+        };
+    Ok(StorageConfig {
+        backend,
+        cache,
+        digest_validate: config.rafs.digest_validate || config.cache.validate,
+        amplify_io: config.rafs.amplify_io.into(),
+    })
+}
+
+/// The per-file metric sets the RAFS config asks for.
+pub fn metrics_options(config: &DaemonConfig) -> FsMetricsOptions {
+    FsMetricsOptions {
+        files_account: config.rafs.iostats_files,
+        access_pattern: config.rafs.access_pattern,
+        latest_read_files: config.rafs.latest_read_files,
+    }
+}
+
+/// The blob device as the filesystem and the metrics API see it.
+pub struct DeviceData {
+    device: BlobDevice,
+    chunk_size: u32,
+}
+
+impl DeviceData {
+    pub fn prefetch(&self, chunks: &[ChunkRef]) -> io::Result<()> {
+        self.device.prefetch(chunks)
+    }
+}
+
+impl FileData for DeviceData {
+    fn read(
+        &self,
+        chunks: &[ChunkRef],
+        file_size: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<usize> {
+        self.device
+            .read(chunks, self.chunk_size, file_size, offset, buf)
+    }
+}
+
+impl MetricsSource for DeviceData {
+    fn backend_json(&self) -> Value {
+        serde_json::to_value(self.device.backend_metrics()).unwrap_or(Value::Null)
+    }
+
+    fn blobcache_json(&self) -> Value {
+        serde_json::to_value(self.device.blobcache_metrics()).unwrap_or(Value::Null)
+    }
+}
+
+/// Starts background prefetch for a freshly mounted instance when the
+/// config enables it (reference §5.6): the `--prefetch-files` list (exactly
+/// `/` means everything) or else the image's prefetch table, then the whole
+/// image with `prefetch_all`. Setting `cancel` (umount) stops it.
+pub fn start_prefetch(
+    path: &str,
+    reader: Arc<dyn Reader>,
+    device: Arc<DeviceData>,
+    config: &DaemonConfig,
+    files: Option<Vec<String>>,
+    cancel: Arc<AtomicBool>,
+) {
+    let p = &config.rafs.prefetch;
+    if !(p.enable || config.cache.prefetch.enable) || config.cache.kind != CacheKind::Blobcache {
+        return;
+    }
+    let all = p.prefetch_all || config.cache.prefetch.prefetch_all;
+    let path = path.to_string();
+    let run = move || {
+        let root = reader.super_info().root_ino;
+        let mut roots = match &files {
+            Some(list) if list.len() == 1 && list[0] == "/" => vec![root],
+            Some(list) => list
+                .iter()
+                .filter_map(|f| resolve(&*reader, root, f))
+                .collect(),
+            None => reader.prefetch_inodes().unwrap_or_default(),
+        };
+        if all {
+            roots.push(root);
+        }
+        let (mut files_done, mut failed) = (0u64, 0u64);
+        let mut stack: Vec<u64> = roots.into_iter().rev().collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(ino) = stack.pop() {
+            if cancel.load(Ordering::Relaxed) {
+                log::info!("prefetch of {path} cancelled");
+                return;
+            }
+            if !seen.insert(ino) {
+                continue;
+            }
+            let Ok(inode) = reader.inode(ino) else {
+                continue;
+            };
+            match inode.kind() {
+                Some(FileKind::Directory) => {
+                    let mut kids = Vec::new();
+                    let _ = reader.readdir(ino, 0, &mut |e, _| {
+                        kids.push(e.ino);
+                        true
+                    });
+                    stack.extend(kids.into_iter().rev());
+                }
+                Some(FileKind::Regular) => {
+                    let ok = reader
+                        .chunks(ino)
+                        .map_err(|e| io::Error::other(e.to_string()))
+                        .and_then(|c| device.prefetch(&c));
+                    files_done += 1;
+                    failed += u64::from(ok.is_err());
+                }
+                _ => {}
+            }
+        }
+        log::info!("prefetch of {path} done: {files_done} files, {failed} failed");
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("prefetch".into())
+        .spawn(run)
+    {
+        log::warn!("prefetch not started: {e}");
+    }
+}
+
+/// The inode at absolute `path` in the image, if any.
+fn resolve(reader: &dyn Reader, root: u64, path: &str) -> Option<u64> {
+    let mut ino = root;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = reader.lookup(ino, part.as_bytes()).ok().flatten()?;
+    }
+    Some(ino)
+}
