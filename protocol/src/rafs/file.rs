@@ -191,7 +191,9 @@ impl<'a> ChunkReader<'a> {
         Ok(data)
     }
 
-    /// The whole content of regular file `ino`.
+    /// The whole content of regular file `ino`. Each chunk must hold exactly
+    /// the file bytes its position calls for; gaps between chunks (v5 holes)
+    /// read as zeros.
     pub fn read_file(&self, ino: u64, verify: bool) -> Result<Vec<u8>> {
         let inode = self.reader.inode(ino)?;
         if inode.kind() != Some(FileKind::Regular) {
@@ -202,24 +204,32 @@ impl<'a> ChunkReader<'a> {
         let size = usize::try_from(inode.size).map_err(|_| {
             RafsError::Unsupported(format!("inode {ino}: size {} too large", inode.size))
         })?;
+        let chunk_size = u64::from(self.reader.super_info().chunk_size);
         let mut out = Vec::with_capacity(size.min(1 << 30));
         for r in self.reader.chunks(ino)? {
-            if r.file_offset != out.len() as u64 {
-                return Err(RafsError::NotFound(format!(
-                    "inode {ino}: chunk at file offset {:#x} does not follow the previous one (expected {:#x})",
-                    r.file_offset,
-                    out.len()
+            let mismatch = |what: String| {
+                RafsError::Codec(format!(
+                    "inode {ino}: chunk at file offset {:#x}: {what}",
+                    r.file_offset
+                ))
+            };
+            let want = inode.size.saturating_sub(r.file_offset).min(chunk_size);
+            if r.file_offset < out.len() as u64 || want == 0 {
+                return Err(mismatch(format!(
+                    "overlaps the previous chunk or lies past the file size {size}"
                 )));
             }
+            out.resize(r.file_offset as usize, 0);
             let info = self.resolve(&r)?;
+            if u64::from(info.uncompressed_size) != want {
+                return Err(mismatch(format!(
+                    "holds {} bytes, the file needs {want}",
+                    info.uncompressed_size
+                )));
+            }
             out.extend_from_slice(&self.read_chunk(&info, verify)?);
         }
-        if out.len() != size {
-            return Err(RafsError::NotFound(format!(
-                "inode {ino}: chunks hold {} bytes but the file size is {size}",
-                out.len()
-            )));
-        }
+        out.resize(size, 0);
         Ok(out)
     }
 }

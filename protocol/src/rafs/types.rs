@@ -35,7 +35,7 @@ pub struct SuperInfo {
 pub const FEATURE_INLINED_FS_META: u32 = 0x0000_0002;
 pub const FEATURE_CAP_TAR_TOC: u32 = 0x4000_0000;
 pub const FEATURE_SEPARATE: u32 = 0x0000_0010;
-pub const FEATURE_EXTERNAL: u32 = 0x0000_0080;
+pub const FEATURE_EXTERNAL: u32 = 0x0000_0800;
 
 /// One entry of the blob table.
 #[derive(Debug, Clone, serde::Serialize)]

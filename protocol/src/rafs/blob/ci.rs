@@ -295,7 +295,7 @@ impl CiTable {
 
 /// ci row v1 (§4.4): sizes minus one, split 20 + 4 bits; compressed iff the
 /// sizes differ.
-fn decode_v1(w0: u64, w1: u64) -> ChunkInfo {
+pub(super) fn decode_v1(w0: u64, w1: u64) -> ChunkInfo {
     let usize_ = ((((w0 >> 8) & 0xF) << 20) | (w0 >> 44)) + 1;
     let csize = ((((w1 >> 40) & 0xF) << 20) | (w1 >> 44)) + 1;
     ChunkInfo {

@@ -49,3 +49,6 @@ pub fn refused_feature(features: u32) -> Option<&'static str> {
     .find(|(bit, _)| features & bit != 0)
     .map(|(_, name)| name)
 }
+
+#[cfg(test)]
+mod tests;
