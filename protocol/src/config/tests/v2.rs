@@ -214,3 +214,12 @@ fn every_backend_round_trips() {
         assert_eq!(back, c, "{b}");
     }
 }
+
+/// The v2 example of man/nydusd-config.5.
+#[test]
+fn man_page_toml_example() {
+    let text = "version = 2\n[backend]\ntype = \"registry\"\n[backend.registry]\nhost = \"index.docker.io\"\nrepo = \"library/ubuntu\"\n[backend.registry.proxy]\nurl = \"http://127.0.0.1:4001\"\n[cache]\ntype = \"filecache\"\n[cache.filecache]\nwork_dir = \"/var/lib/nydus/cache\"\n[rafs]\nmode = \"direct\"\n";
+    let p = ok(text);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.config.cache.kind, CacheKind::Blobcache);
+}
