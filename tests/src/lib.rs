@@ -2,6 +2,7 @@
 //! fixtures and scripts, and guards that clean up mounts and processes.
 
 pub mod api;
+pub mod mount;
 pub mod source;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,134 @@
+//! Every upstream-made fixture image, mounted with `nydusd --config
+//! --mountpoint --bootstrap` in three storage modes, must reproduce its
+//! `expected.manifest` with only the differences upstream nydusd itself
+//! shows: an mtime stored as 0 (the root of directory-built images, and a
+//! file whose mtime really is 0) is reported as the daemon's start time.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use nydus_e2e::mount::{now_secs, v1_config, Nydusd};
+use nydus_e2e::source::{manifest, parse, Entry};
+use nydus_e2e::{fixtures, shared_script, Fixture};
+
+/// Differences between the fixture's manifest and the mount's, except the
+/// documented one (mtime 0 or the root's → daemon start time).
+fn unexpected_diffs(expected: &str, actual: &str, started: i64, ended: i64) -> Vec<String> {
+    let index = |text: &str| -> BTreeMap<String, Entry> {
+        parse(text)
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
+    };
+    let (exp, act) = (index(expected), index(actual));
+    let mut out = Vec::new();
+    for (name, e) in &exp {
+        let Some(a) = act.get(name) else {
+            out.push(format!("{name}: missing"));
+            continue;
+        };
+        for (k, want) in &e.fields {
+            let got = a.field(k);
+            if got == want {
+                continue;
+            }
+            let start_time = got
+                .parse::<i64>()
+                .is_ok_and(|t| (started - 2..=ended + 2).contains(&t));
+            let documented = k == "mtime" && (want == "0" || name == ".") && start_time;
+            if !documented {
+                out.push(format!("{name}: {k} expected {want} got {got}"));
+            }
+        }
+    }
+    out.extend(
+        act.keys()
+            .filter(|n| !exp.contains_key(*n))
+            .map(|n| format!("{n}: extra")),
+    );
+    out
+}
+
+/// `manifest.py --compare`, for a readable summary in failure messages.
+fn compare_summary(expected: &Path, actual: &str, tmp: &Path) -> String {
+    let actual_path = tmp.join("actual.manifest");
+    std::fs::write(&actual_path, actual).expect("write actual manifest");
+    let out = std::process::Command::new("python3")
+        .arg(shared_script("manifest.py"))
+        .arg("--compare")
+        .arg(expected)
+        .arg(&actual_path)
+        .output()
+        .expect("run manifest.py --compare");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn check_fixture(fx: &Fixture, cache: &str, mode: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mnt = tmp.path().join("mnt");
+    let work = tmp.path().join("cache");
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, v1_config(&fx.blob_dir, cache, &work, mode)).expect("write config");
+    let log = tmp.path().join("nydusd.log");
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--mountpoint"),
+        mnt.as_os_str(),
+        OsStr::new("--bootstrap"),
+        fx.bootstrap.as_os_str(),
+        OsStr::new("--log-level"),
+        OsStr::new("warn"),
+    ];
+    let daemon = Nydusd::start(&mnt, &log, &args);
+    let expected = std::fs::read_to_string(&fx.expected_manifest).expect("read expected manifest");
+    let actual = manifest(&mnt, &[]);
+    // A second pass reads every file again, now warm (page cache or blob cache).
+    let again = manifest(&mnt, &[]);
+    let diffs = unexpected_diffs(&expected, &actual, daemon.started, now_secs());
+    assert!(
+        diffs.is_empty(),
+        "{} ({mode} + {cache}): {} unexpected differences:\n{}\nmanifest.py --compare:\n{}\nnydusd log:\n{}",
+        fx.name,
+        diffs.len(),
+        diffs.join("\n"),
+        compare_summary(&fx.expected_manifest, &actual, tmp.path()),
+        daemon.log_text()
+    );
+    assert_eq!(
+        actual, again,
+        "{} ({mode} + {cache}): warm re-read differs",
+        fx.name
+    );
+}
+
+fn check_all(cache: &str, mode: &str) {
+    for fx in fixtures() {
+        check_fixture(&fx, cache, mode);
+    }
+}
+
+#[test]
+fn fixtures_direct_blobcache() {
+    check_all("blobcache", "direct");
+}
+
+#[test]
+fn fixtures_cached_blobcache() {
+    check_all("blobcache", "cached");
+}
+
+#[test]
+fn fixtures_direct_dummycache() {
+    check_all("dummycache", "direct");
+}
+
+#[test]
+fn allowed_differences_are_only_start_time_mtimes() {
+    let exp = ". type=dir mtime=1600000000\n./a type=file mtime=0\n./b type=file mtime=5\n";
+    let ok = ". type=dir mtime=100\n./a type=file mtime=101\n./b type=file mtime=5\n";
+    assert!(unexpected_diffs(exp, ok, 100, 101).is_empty());
+    let bad = ". type=dir mtime=100\n./a type=file mtime=101\n./b type=file mtime=100\n";
+    assert_eq!(unexpected_diffs(exp, bad, 100, 101).len(), 1);
+}
