@@ -5,6 +5,7 @@
 //! Inode numbers are nids, as upstream `nydusd` reports them (so hardlinks,
 //! which share a nid, share an inode number).
 
+mod blob_entry;
 mod chunks;
 mod dir;
 mod dump;
@@ -14,8 +15,8 @@ mod xattr;
 
 use std::collections::HashMap;
 
+pub use blob_entry::BlobExtra;
 pub use dump::structures;
-pub use layout::BlobExtra;
 
 use self::chunks::ChunkKey;
 use self::dir::Dir;
@@ -76,7 +77,7 @@ impl V6Reader {
         let mut blobs = Vec::new();
         let mut blob_extra = Vec::new();
         for i in 0..count as u32 {
-            let (blob, extra) = layout::parse_blob(file, &ext, i, strict)?;
+            let (blob, extra) = blob_entry::parse_blob(file, &ext, i, strict)?;
             blobs.push(blob);
             blob_extra.push(extra);
         }
@@ -265,3 +266,6 @@ impl Reader for V6Reader {
         Ok(self.prefetch.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;
