@@ -36,16 +36,26 @@ pub(crate) fn prefetch(
 ) -> Result<PrefetchConfig, ConfigError> {
     let d = PrefetchConfig::default();
     let threads_pos = o.take(keys.threads).and_then(|n| n.pos);
+    let batch_pos = o.take(keys.batch).and_then(|n| n.pos);
     let mut p = PrefetchConfig {
         enable: o.bool(ctx, "enable", d.enable)?,
         threads_count: o.uint(ctx, keys.threads, d.threads_count, u32::MAX.into())?,
-        merging_size: o.uint(ctx, keys.batch, d.merging_size, MAX_BATCH_SIZE)?,
+        merging_size: o.uint(ctx, keys.batch, d.merging_size, u32::MAX.into())?,
         bandwidth_rate: o.uint(ctx, keys.bandwidth, d.bandwidth_rate, u32::MAX.into())?,
         ..d
     };
     if let Some(all_default) = with_all {
         p.prefetch_all = o.bool(ctx, "prefetch_all", all_default)?;
         p.stream_prefetch = o.bool(ctx, "stream_prefetch", false)?;
+    }
+    // Like upstream, limits apply only to enabled prefetch.
+    if p.enable && u64::from(p.merging_size) > MAX_BATCH_SIZE {
+        let pos = batch_pos.or(o.pos);
+        let msg = format!(
+            "expected an integer in 0..={MAX_BATCH_SIZE}, found {}",
+            p.merging_size
+        );
+        return Err(ctx.error(&o.key(keys.batch), pos, msg));
     }
     if p.enable && !(1..=1024).contains(&p.threads_count) {
         let pos = threads_pos.or(o.pos);

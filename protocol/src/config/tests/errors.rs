@@ -223,3 +223,17 @@ fn known_noise_gets_a_helpful_warning() {
     );
     assert!(!p.config.rafs.iostats_files);
 }
+
+#[test]
+fn prefetch_limits_apply_only_when_enabled() {
+    ok(&v1(
+        "\"fs_prefetch\": {\"enable\": false, \"merging_size\": 268435457}",
+    ));
+    check(
+        &v1("\"fs_prefetch\": {\"enable\": true, \"merging_size\": 268435457}"),
+        "fs_prefetch.merging_size",
+        3,
+        49,
+        "0..=268435456",
+    );
+}

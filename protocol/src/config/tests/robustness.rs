@@ -97,7 +97,10 @@ fn random_bytes_and_pathological_shapes() {
 #[test]
 fn huge_objects_stay_fast() {
     let members: Vec<String> = (0..50_000).map(|i| format!("\"k{i}\": {i}")).collect();
-    let text = format!("{{\"device\": {{{}}}, \"mode\": \"direct\"}}", members.join(","));
+    let text = format!(
+        "{{\"device\": {{{}}}, \"mode\": \"direct\"}}",
+        members.join(",")
+    );
     let start = std::time::Instant::now();
     assert!(parse_daemon_config(&text, "big").is_err());
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
