@@ -2,7 +2,7 @@
 //! a directory, with `nydus-image create`'s flag names and defaults.
 
 use std::fs;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use nydus_protocol::rafs::codec::{Compressor, Digester};
@@ -105,16 +105,20 @@ pub fn run(args: CreateArgs) -> Result<(), String> {
         writer::write_bootstrap(&spec).map_err(|e| format!("{}: {e}", args.source.display()))?;
     fs::write(&args.bootstrap, &bytes).map_err(|e| format!("{}: {e}", args.bootstrap.display()))?;
 
-    match (spec.blobs.first(), blob_path) {
-        (Some(b), Some(path)) => println!(
+    // A closed stdout (e.g. piped into `head`) must not turn into a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = match (spec.blobs.first(), blob_path) {
+        (Some(b), Some(path)) => writeln!(
+            out,
             "blob id: {}\nblob: {} ({} bytes)",
             b.id,
             path.display(),
             b.compressed_size
         ),
-        _ => println!("blob id: none (the tree has no file data)"),
-    }
-    println!(
+        _ => writeln!(out, "blob id: none (the tree has no file data)"),
+    };
+    let _ = writeln!(
+        out,
         "bootstrap: {} ({} bytes)",
         args.bootstrap.display(),
         bytes.len()
@@ -141,7 +145,12 @@ fn store_blob(
         chunk_size,
         threads,
     };
-    let (stored, out) = data::store(&tree.files, &opts, BufWriter::with_capacity(1 << 20, file))?;
+    let (stored, out) = data::store(
+        &tree.files,
+        &build::data_order(&tree.root, tree.files.len()),
+        &opts,
+        BufWriter::with_capacity(1 << 20, file),
+    )?;
     let file = out
         .into_inner()
         .map_err(|e| format!("{}: {}", tmp.display(), e.error()))?;

@@ -36,8 +36,10 @@ struct Batch {
     bytes: usize,
 }
 
+/// Stores the data of `files` in the order `order` lists them.
 pub fn store<W: Write>(
     files: &[FileRef],
+    order: &[usize],
     opts: &DataOptions,
     out: W,
 ) -> Result<(Stored, W), String> {
@@ -52,7 +54,8 @@ pub fn store<W: Write>(
     };
     let mut progress = Progress::new(files.iter().map(|f| f.size).sum());
 
-    for (fi, f) in files.iter().enumerate() {
+    for &fi in order {
+        let f = &files[fi];
         let err = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", f.path.display());
         if f.size == 0 {
             continue;

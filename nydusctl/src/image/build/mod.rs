@@ -39,3 +39,31 @@ pub fn to_node(s: ScanNode, files: &[FileRef], file_chunks: &[Vec<u32>]) -> Node
         kind,
     }
 }
+
+/// Regular files in upstream's data order: the inode numbering order
+/// (each directory's children as one run, directories depth first), each
+/// hardlink group at its first name.
+pub fn data_order(root: &ScanNode, nfiles: usize) -> Vec<usize> {
+    let mut seen = vec![false; nfiles];
+    let mut order = Vec::with_capacity(nfiles);
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let ScanKind::Dir(children) = &dir.kind else {
+            continue;
+        };
+        for c in children {
+            if let ScanKind::File(i) = c.kind {
+                if !std::mem::replace(&mut seen[i], true) {
+                    order.push(i);
+                }
+            }
+        }
+        stack.extend(
+            children
+                .iter()
+                .rev()
+                .filter(|c| matches!(c.kind, ScanKind::Dir(_))),
+        );
+    }
+    order
+}

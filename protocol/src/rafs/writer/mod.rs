@@ -11,6 +11,7 @@ mod flat;
 mod v5;
 mod v6;
 mod v6_meta;
+mod v6_place;
 
 #[cfg(test)]
 mod tests;

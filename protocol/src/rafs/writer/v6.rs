@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use super::flat::{lossy, Flat};
 use super::v6_meta::{
-    dir_blocks, file_type, put_inode, xattr_body, xattr_icount, Dirent, InodeFields, BLOCK,
-    INODE_SIZE, LAYOUT_CHUNK, LAYOUT_INLINE, LAYOUT_PLAIN,
+    dir_blocks, file_type, put_inode, xattr_icount, Dirent, InodeFields, BLOCK, LAYOUT_INLINE,
+    LAYOUT_PLAIN,
 };
+use super::v6_place::{place, Placed};
 use super::{
     invalid, round_up, superblock_flags, ChunkDesc, ImageSpec, NodeKind, FLAG_ENCRYPTION_NONE,
 };
@@ -18,16 +19,6 @@ use crate::rafs::error::Result;
 const DEVICE_SLOTS: u64 = 1408;
 /// Boundary the flattened block-device export aligns blobs to (§3.4).
 const MAPPED_ALIGN: u64 = 512 * 1024;
-
-/// Where one inode went and what data it carries.
-struct Placed {
-    /// Absolute offset of the inode.
-    offset: u64,
-    layout: u16,
-    /// Absolute block of the first full data block (dirs, symlinks).
-    data_blkaddr: u32,
-    xattrs: Vec<u8>,
-}
 
 pub(super) fn write(spec: &ImageSpec, flat: &Flat<'_>) -> Result<Vec<u8>> {
     let nblobs = spec.blobs.len() as u64;
@@ -40,7 +31,7 @@ pub(super) fn write(spec: &ImageSpec, flat: &Flat<'_>) -> Result<Vec<u8>> {
     let meta_blkaddr = round_up(prefetch_offset + prefetch_size, BLOCK) / BLOCK;
     let meta_base = meta_blkaddr * BLOCK;
 
-    let (placed, meta_end) = place(spec, flat, meta_base)?;
+    let (placed, meta_end) = place(flat, meta_base)?;
     let nid = |pos: usize| -> u64 {
         let first = flat.entries[pos].first;
         placed[first]
@@ -171,84 +162,8 @@ fn blob_entry(out: &mut Vec<u8>, spec: &ImageSpec, index: u32, b: &super::BlobDe
     out.resize(start + 256, 0);
 }
 
-/// Assigns every inode its offset in upstream's order: a directory (with
-/// its entries), then its non-directory children, directory by directory in
-/// numbering order. Returns the placements by position and the area's end.
-fn place(spec: &ImageSpec, flat: &Flat<'_>, meta_base: u64) -> Result<(Vec<Option<Placed>>, u64)> {
-    let mut placed: Vec<Option<Placed>> = (0..flat.entries.len()).map(|_| None).collect();
-    // The first block stays unused so that the root does not get nid 0.
-    let mut cur = meta_base + BLOCK;
-    for &dir in &flat.dir_order {
-        let kids = flat.entries[dir].children.clone();
-        let others = kids.filter(|&k| !flat.entries[k].is_dir() && flat.entries[k].first == k);
-        for pos in std::iter::once(dir).chain(others) {
-            placed[pos] = Some(place_one(spec, flat, pos, &mut cur)?);
-        }
-    }
-    Ok((placed, cur))
-}
-
-fn place_one(spec: &ImageSpec, flat: &Flat<'_>, pos: usize, cur: &mut u64) -> Result<Placed> {
-    let node = flat.entries[pos].node;
-    let xattrs = xattr_body(&node.xattrs)?;
-    let isz = INODE_SIZE + xattrs.len() as u64;
-    let data_len = match &node.kind {
-        NodeKind::Dir(_) => dir_data(flat, pos, &|_| 0).len() as u64,
-        NodeKind::Symlink(t) => t.len() as u64,
-        NodeKind::File(f) => {
-            let offset = *cur;
-            *cur = round_up(*cur + round_up(isz, 8) + 8 * f.chunks.len() as u64, 32);
-            let _ = spec;
-            return Ok(Placed {
-                offset,
-                layout: LAYOUT_CHUNK,
-                data_blkaddr: 0,
-                xattrs,
-            });
-        }
-        _ => 0,
-    };
-    let tail = data_len % BLOCK;
-    let (offset, layout, blkaddr);
-    if data_len == 0 {
-        (offset, layout, blkaddr) = (*cur, LAYOUT_PLAIN, 0);
-        *cur += isz;
-    } else if tail != 0 && isz + tail <= BLOCK {
-        // Tail packing: inode, xattrs and the last partial block must share
-        // one block, so start a new block when they do not fit.
-        if BLOCK - *cur % BLOCK < isz + tail {
-            *cur = round_up(*cur, BLOCK);
-        }
-        offset = *cur;
-        *cur += isz + tail;
-        layout = LAYOUT_INLINE;
-        if data_len >= BLOCK {
-            *cur = round_up(*cur, BLOCK);
-            blkaddr = *cur / BLOCK;
-            *cur += data_len - tail;
-        } else {
-            blkaddr = 0;
-        }
-    } else {
-        offset = *cur;
-        *cur = round_up(*cur + isz, BLOCK);
-        blkaddr = *cur / BLOCK;
-        *cur += round_up(data_len, BLOCK);
-        layout = LAYOUT_PLAIN;
-    }
-    *cur = round_up(*cur, 32);
-    let data_blkaddr =
-        u32::try_from(blkaddr).map_err(|_| invalid("bootstrap exceeds 2^32 blocks"))?;
-    Ok(Placed {
-        offset,
-        layout,
-        data_blkaddr,
-        xattrs,
-    })
-}
-
 /// Directory blocks of `pos` with children's nids from `nid`.
-fn dir_data(flat: &Flat<'_>, pos: usize, nid: &dyn Fn(usize) -> u64) -> Vec<u8> {
+pub(super) fn dir_data(flat: &Flat<'_>, pos: usize, nid: &dyn Fn(usize) -> u64) -> Vec<u8> {
     let e = &flat.entries[pos];
     let mut ents: Vec<Dirent<'_>> = vec![
         Dirent {
@@ -291,10 +206,7 @@ fn inode_bytes(
             (data.len() as u64, flat.dir_nlink(pos), p.data_blkaddr, data)
         }
         NodeKind::Symlink(t) => (t.len() as u64, 1, p.data_blkaddr, t.clone()),
-        NodeKind::File(f) => {
-            let chunkbits = spec.chunk_size.trailing_zeros().saturating_sub(12);
-            (f.size, e.nlink, 0x20 | chunkbits, Vec::new())
-        }
+        NodeKind::File(f) => (f.size, e.nlink, 0x20 | chunkbits(spec, f), Vec::new()),
         NodeKind::Device(rdev) => (0, 1, super::encode_rdev(*rdev)?, Vec::new()),
         NodeKind::Fifo | NodeKind::Socket => (0, 1, 0, Vec::new()),
     };
@@ -355,6 +267,36 @@ fn lookup_chunk<'s>(spec: &'s ImageSpec, c: u32, name: &[u8]) -> Result<&'s Chun
             lossy(name)
         ))
     })
+}
+
+/// EROFS `chunkbits` of a file (§3.14): the chunk size, except that a file
+/// of several chunks lying back to back in one blob's uncompressed image is
+/// declared as one chunk of its size rounded up to a power of two, as
+/// upstream does, so the kernel can map it as one extent. Readers use the
+/// superblock chunk size either way.
+fn chunkbits(spec: &ImageSpec, f: &super::FileData) -> u32 {
+    let base = spec.chunk_size.trailing_zeros().saturating_sub(12);
+    let chunks: Vec<&ChunkDesc> = f
+        .chunks
+        .iter()
+        .filter_map(|&c| spec.chunks.get(c as usize))
+        .collect();
+    if chunks.len() < 2 || chunks.len() != f.chunks.len() {
+        return base;
+    }
+    let contiguous = chunks.windows(2).all(|w| {
+        w[0].blob_index == w[1].blob_index
+            && w[0].uncompressed_offset + round_up(w[0].uncompressed_size as u64, BLOCK)
+                == w[1].uncompressed_offset
+    });
+    if !contiguous {
+        return base;
+    }
+    let whole = f
+        .size
+        .checked_next_power_of_two()
+        .map_or(63, |p| p.trailing_zeros());
+    whole.saturating_sub(12).clamp(base, 31)
 }
 
 /// The bootstrap chunk table (§3.17): one v5-format record per distinct
