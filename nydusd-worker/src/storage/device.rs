@@ -254,11 +254,6 @@ impl BlobDevice {
         self.metrics.blobcache(files, store, all_ready)
     }
 
-    /// Effective ids of the blobs, in blob-table order.
-    pub fn blob_ids(&self) -> Vec<String> {
-        self.blobs.iter().map(|b| b.id.clone()).collect()
-    }
-
     /// Serves `p` from the cache file if the chunk is ready there. A cached
     /// chunk that cannot be read or decoded is forgotten and refetched.
     fn read_cached(&self, p: &Piece, out: &mut [u8]) -> bool {

@@ -19,9 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use backend::{Backend, LocalFs};
-pub use chunk_map::ChunkMap;
 pub use device::BlobDevice;
-pub use metrics::{BackendMetrics, BlobcacheMetrics, StorageMetrics};
 
 /// What the daemon hands a `BlobDevice` (mapped from the user's config).
 #[derive(Clone)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nydus_protocol::rafs::ChunkRef;
 
 use super::*;
+use crate::storage::chunk_map::ChunkMap;
 use crate::storage::*;
 
 #[test]

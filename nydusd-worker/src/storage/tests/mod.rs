@@ -2,6 +2,7 @@
 //! in-memory backend; the cases live in submodules.
 
 mod cases;
+mod fixtures;
 
 use std::collections::HashMap;
 use std::io;
