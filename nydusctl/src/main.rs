@@ -1,13 +1,22 @@
 //! `nydusctl`: supervisor, client and image tooling. A short driver: parse,
 //! dispatch, turn the result into an exit code.
 
+mod client;
 mod image;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "nydusctl", version, about = "Nydus image service: images, daemons and the supervisor")]
 struct Cli {
+    /// API socket of a standalone nydusd (for info, set, metrics, mount, umount).
+    #[arg(short = 'S', long = "sock", visible_alias = "apisock")]
+    sock: Option<PathBuf>,
+    /// Print the daemon's JSON replies as they are.
+    #[arg(short = 'r', long = "raw")]
+    raw: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -17,12 +26,15 @@ enum Command {
     /// Make, inspect and verify RAFS images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    #[command(flatten)]
+    Daemon(client::DaemonCommand),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Image(cmd) => image::run(cmd),
+        Command::Daemon(cmd) => client::run(cli.sock.as_deref(), cli.raw, cmd),
     };
     if let Err(message) = result {
         eprintln!("nydusctl: {message}");
