@@ -9,6 +9,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use nydus_protocol::rafs::writer::Xattr;
+
 /// A scanned entry; `file` indexes `Scan::files` for regular files.
 pub struct ScanNode {
     pub name: Vec<u8>,
@@ -17,7 +19,7 @@ pub struct ScanNode {
     pub gid: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Vec<Xattr>,
     pub kind: ScanKind,
 }
 
@@ -168,7 +170,7 @@ impl Scanner {
 }
 
 /// All xattrs of `path` (not following symlinks), sorted by name.
-fn xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+fn xattrs(path: &Path) -> Result<Vec<Xattr>, String> {
     let err = |what: &str| {
         format!(
             "{}: {what}: {}",

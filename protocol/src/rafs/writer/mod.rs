@@ -35,6 +35,9 @@ pub const BLOB_FEATURE_CAP_TAR_TOC: u32 = 0x4000_0000;
 pub const CHUNK_FLAG_COMPRESSED: u32 = 0x01;
 pub const CHUNK_FLAG_HAS_CRC32: u32 = 0x10;
 
+/// One extended attribute: full name (`user.x`, ...) and value.
+pub type Xattr = (Vec<u8>, Vec<u8>);
+
 /// One entry of the tree. Children of a directory may come in any order:
 /// the writers sort them by name bytes, as the format requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +52,7 @@ pub struct Node {
     pub mtime: i64,
     pub mtime_nsec: u32,
     /// Full extended attribute names (`user.x`, ...) and values.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Vec<Xattr>,
     pub kind: NodeKind,
 }
 
