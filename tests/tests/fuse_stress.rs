@@ -4,7 +4,9 @@
 //! I/O error fails; afterwards the daemon's metrics must show the reads.
 
 use std::ffi::OsStr;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,6 +96,17 @@ fn pread_full(f: &std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u8
     Ok(buf)
 }
 
+/// Opens a file; half the time drops its pages from the kernel's cache
+/// first (the daemon sets KEEP_CACHE), so the daemon serves most reads.
+fn open(path: &Path, rng: &mut Rng) -> std::io::Result<std::fs::File> {
+    let f = std::fs::File::open(path)?;
+    if rng.below(2) == 0 {
+        // SAFETY: a valid open descriptor; fadvise only drops clean cached pages.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    Ok(f)
+}
+
 fn pick_range(rng: &mut Rng, size: u64) -> (u64, usize) {
     let off = match rng.below(8) {
         // Around a chunk boundary (64 KiB and 1 MiB chunks).
@@ -121,7 +134,10 @@ fn one_op(sh: &Shared, rng: &mut Rng) -> Result<(), String> {
     let name = rel.display();
     match rng.below(10) {
         0 | 1 => {
-            let got = std::fs::read(&path).map_err(|e| format!("read whole {name}: {e}"))?;
+            let mut f = open(&path, rng).map_err(|e| format!("open {name}: {e}"))?;
+            let mut got = Vec::new();
+            f.read_to_end(&mut got)
+                .map_err(|e| format!("read whole {name}: {e}"))?;
             sh.bytes.fetch_add(got.len() as u64, Ordering::Relaxed);
             compare(&format!("whole {name}"), &got, want)
         }
@@ -137,7 +153,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) -> Result<(), String> {
             Ok(())
         }
         _ => {
-            let f = std::fs::File::open(&path).map_err(|e| format!("open {name}: {e}"))?;
+            let f = open(&path, rng).map_err(|e| format!("open {name}: {e}"))?;
             for _ in 0..1 + rng.below(4) {
                 let (off, len) = pick_range(rng, want.len() as u64);
                 let got = pread_full(&f, off, len)
