@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use nydus_protocol::rafs::{BlobInfo, ChunkInfo};
 
@@ -20,6 +21,10 @@ pub(crate) struct BlobCacheFile {
     name: String,
     /// Uncompressed chunks must end within this (0: not recorded).
     limit: u64,
+    /// Chunks this process wrote or checked (one bit each): with
+    /// `digest_validate`, a chunk left by an earlier process is checked on
+    /// its first hit, since a crash may have kept its bit but not its data.
+    verified: Vec<AtomicU8>,
 }
 
 impl BlobCacheFile {
@@ -87,12 +92,16 @@ impl BlobCacheFile {
                 map.count()
             );
         }
+        let verified = (0..blob.chunk_count.div_ceil(8))
+            .map(|_| AtomicU8::new(0))
+            .collect();
         Ok(BlobCacheFile {
             file,
             map,
             compressed,
             name,
             limit,
+            verified,
         })
     }
 
@@ -110,6 +119,18 @@ impl BlobCacheFile {
 
     pub(crate) fn all_ready(&self) -> bool {
         self.map.all_ready()
+    }
+
+    pub(crate) fn is_verified(&self, index: u32) -> bool {
+        self.verified
+            .get((index / 8) as usize)
+            .is_some_and(|b| b.load(Ordering::Relaxed) & (1 << (index % 8)) != 0)
+    }
+
+    pub(crate) fn set_verified(&self, index: u32) {
+        if let Some(b) = self.verified.get((index / 8) as usize) {
+            b.fetch_or(1 << (index % 8), Ordering::Relaxed);
+        }
     }
 
     /// Forgets chunk `index` (its cached bytes failed to decode).
@@ -165,6 +186,7 @@ impl BlobCacheFile {
         let (off, _) = self.extent(info)?;
         let bytes = if self.compressed { stored } else { data };
         self.file.write_all_at(bytes, off)?;
+        self.set_verified(info.chunk_index);
         Ok(self.map.set_ready(info.chunk_index))
     }
 }

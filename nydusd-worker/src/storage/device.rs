@@ -148,7 +148,9 @@ impl BlobDevice {
         let span = u64::from(chunk_size.max(1));
         let first = chunks.partition_point(|c| c.file_offset.saturating_add(span) <= offset);
         let mut pending = Vec::new();
+        let mut next = first;
         for r in chunks[first..].iter().take_while(|r| r.file_offset < end) {
+            next += 1;
             let info = self.resolve(r)?;
             let chunk_end = r
                 .file_offset
@@ -178,8 +180,12 @@ impl BlobDevice {
                 uniq.push(p.info);
             }
         }
-        let got: HashMap<ChunkKey, Option<Got>> =
-            keys.into_iter().zip(self.obtain(&uniq, false)).collect();
+        let needed = uniq.len();
+        self.read_ahead(&chunks[next..], &mut keys, &mut uniq);
+        let got: HashMap<ChunkKey, Option<Got>> = keys
+            .into_iter()
+            .zip(self.obtain(&uniq, needed, false))
+            .collect();
         let mut failed = false;
         for p in &pending {
             match got.get(&(p.info.blob_index, p.info.chunk_index)) {
@@ -229,7 +235,10 @@ impl BlobDevice {
         self.metrics
             .prefetch_unmerged_chunks
             .fetch_add(want.len() as u64, Relaxed);
-        failed |= self.obtain(&want, true).iter().any(Option::is_none);
+        failed |= self
+            .obtain(&want, want.len(), true)
+            .iter()
+            .any(Option::is_none);
         if failed {
             return Err(eio());
         }
@@ -264,17 +273,18 @@ impl BlobDevice {
             return false;
         }
         let dst = &mut out[p.dst.clone()];
-        let res = if cache.compressed() {
-            cache
-                .read_stored(&p.info)
-                .and_then(|stored| self.decode(&p.info, &stored).map_err(io::Error::other))
-                .and_then(|data| match data.get(p.within..p.within + dst.len()) {
+        let whole =
+            cache.compressed() || (self.digest_validate && !cache.is_verified(p.info.chunk_index));
+        let res = if whole {
+            self.cached_chunk(cache, &p.info).and_then(|data| {
+                match data.get(p.within..p.within + dst.len()) {
                     Some(src) => {
                         dst.copy_from_slice(src);
                         Ok(())
                     }
                     None => Err(io::Error::other("piece outside the chunk")),
-                })
+                }
+            })
         } else {
             cache.read_plain(&p.info, p.within as u64, dst)
         };
@@ -295,5 +305,19 @@ impl BlobDevice {
                 false
             }
         }
+    }
+
+    /// The whole chunk from the cache file, checked as a fetched one is.
+    fn cached_chunk(&self, cache: &BlobCacheFile, info: &ChunkInfo) -> io::Result<Vec<u8>> {
+        if cache.compressed() {
+            let stored = cache.read_stored(info)?;
+            return self.decode(info, &stored).map_err(io::Error::other);
+        }
+        let mut data = vec![0u8; info.uncompressed_size as usize];
+        cache.read_plain(info, 0, &mut data)?;
+        self.check(info, &data).map_err(io::Error::other)?;
+        cache.set_verified(info.chunk_index);
+        self.metrics.whole_hits.fetch_add(1, Relaxed);
+        Ok(data)
     }
 }

@@ -97,8 +97,15 @@ impl BlobDevice {
 
     /// Gets the given distinct chunks: ready in the cache, fetched by this
     /// thread, or fetched by another thread we waited for. `None` marks a
-    /// chunk that failed (logged and counted where it failed).
-    pub(super) fn obtain(&self, infos: &[ChunkInfo], prefetch: bool) -> Vec<Option<Got>> {
+    /// chunk that failed (logged and counted where it failed). Chunks from
+    /// `optional_from` on are read-ahead: fetched if nobody else is, never
+    /// waited for.
+    pub(super) fn obtain(
+        &self,
+        infos: &[ChunkInfo],
+        optional_from: usize,
+        prefetch: bool,
+    ) -> Vec<Option<Got>> {
         let mut results: Vec<Option<Got>> = vec![None; infos.len()];
         let mut owned = Owned::new(&self.inflight);
         let mut mine = Vec::new();
@@ -111,6 +118,7 @@ impl BlobDevice {
                 .claim(key, || cache.is_some_and(|c| c.is_ready(info.chunk_index)))
             {
                 Claim::Ready => results[i] = Some(Got::Cached),
+                Claim::Waiter(_) if i >= optional_from => {}
                 Claim::Waiter(slot) => waits.push((i, slot)),
                 Claim::Owner(slot) => {
                     owned.add(key, slot);
@@ -126,6 +134,46 @@ impl BlobDevice {
             results[i] = slot.wait().ok().map(Got::Data);
         }
         results
+    }
+
+    /// Read-ahead after a miss: the file's following chunks that continue
+    /// the last missing one in the same blob join its request, while the
+    /// misses of that blob stay within `amplify_io` (blobcache only: the
+    /// extra chunks are only worth fetching if they are kept).
+    pub(super) fn read_ahead(
+        &self,
+        rest: &[ChunkRef],
+        keys: &mut Vec<(u32, u32)>,
+        uniq: &mut Vec<ChunkInfo>,
+    ) {
+        let Some(last) = uniq.last().copied() else {
+            return;
+        };
+        let Some(cache) = self.blobs[last.blob_index as usize].cache.as_ref() else {
+            return;
+        };
+        let mut used: u64 = uniq
+            .iter()
+            .filter(|c| c.blob_index == last.blob_index)
+            .map(|c| u64::from(c.compressed_size))
+            .sum();
+        let mut end = last.compressed_offset + u64::from(last.compressed_size);
+        for r in rest {
+            let Ok(c) = self.resolve(r) else { break };
+            let key = (c.blob_index, c.chunk_index);
+            used += u64::from(c.compressed_size);
+            if c.blob_index != last.blob_index
+                || c.compressed_offset != end
+                || used > self.amplify_io
+                || cache.is_ready(c.chunk_index)
+                || keys.contains(&key)
+            {
+                break;
+            }
+            end += u64::from(c.compressed_size);
+            keys.push(key);
+            uniq.push(c);
+        }
     }
 
     /// Splits sorted misses into backend requests: same blob, ascending and
@@ -290,18 +338,26 @@ impl BlobDevice {
             Compressor::None
         };
         codec::decompress_into(how, stored, &mut data).map_err(|e| e.to_string())?;
+        self.check(info, &data)?;
+        Ok(data)
+    }
+
+    /// Checks uncompressed chunk bytes: the CRC whenever the descriptor has
+    /// one, the digest with `digest_validate`.
+    pub(super) fn check(&self, info: &ChunkInfo, data: &[u8]) -> Result<(), String> {
         if let Some(want) = info.crc32 {
-            let got = codec::crc32c(&data);
+            let got = codec::crc32c(data);
             if got != want {
                 return Err(format!("CRC-32C {got:#010x}, expected {want:#010x}"));
             }
         }
+        let digester = self.blobs[info.blob_index as usize].info.digester;
         if let (true, Some(want)) = (self.digest_validate, info.digest) {
-            if codec::digest(blob.digester, &data) != want {
+            if codec::digest(digester, data) != want {
                 return Err("digest mismatch".to_string());
             }
         }
-        Ok(data)
+        Ok(())
     }
 
     /// Logs a failure at error level the first time, at debug afterwards.

@@ -74,18 +74,37 @@ fn misses_are_coalesced_up_to_amplify_io() {
     assert_eq!(read(&dev, &img, 0, 8 * 0x4000).unwrap(), img.content);
     assert_eq!(calls(&be), 1, "eight adjacent chunks, one request");
 
+    let be = backend(&img);
+    let dev = device(&img, &be, CacheMode::Dummycache, 0);
+    assert_eq!(read(&dev, &img, 0, 8 * 0x4000).unwrap(), img.content);
+    assert_eq!(calls(&be), 8, "amplify_io 0: chunk by chunk");
+}
+
+#[test]
+fn a_miss_reads_ahead_within_amplify_io() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(noise(8 * 0x4000), 0x4000);
+    assert!(img.refs.iter().all(|r| !r.info.unwrap().compressed));
+    let be = backend(&img);
+    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
+    assert_eq!(read(&dev, &img, 0, 10).unwrap(), img.content[..10]);
+    assert_eq!(calls(&be), 1);
+    assert_eq!(read(&dev, &img, 0, 8 * 0x4000).unwrap(), img.content);
+    assert_eq!(calls(&be), 1, "the first miss fetched the whole file");
+
+    // Chunk 2 is cached first, so the misses form two runs around it; with
+    // amplify_io = 4 chunks, read-ahead stops at the budget.
     let t2 = tempfile::tempdir().unwrap();
     let be = backend(&img);
-    let span = u64::from(img.refs[0].info.unwrap().compressed_size) * 3;
-    let dev = device(&img, &be, blobcache(t2.path(), false), span);
-    // Chunk 2 is cached first, so the misses form two runs around it.
+    let dev = device(&img, &be, blobcache(t2.path(), false), 0);
     read(&dev, &img, 2 * 0x4000, 10).unwrap();
-    assert_eq!(calls(&be), 1);
-    assert_eq!(
-        read(&dev, &img, 0, 5 * 0x4000).unwrap(),
-        img.content[..5 * 0x4000]
-    );
+    drop(dev);
+    let dev = device(&img, &be, blobcache(t2.path(), false), 4 * 0x4000);
+    let five = 5 * 0x4000;
+    assert_eq!(read(&dev, &img, 0, five).unwrap(), img.content[..five]);
     assert_eq!(calls(&be), 3, "chunks 0-1 and 3-4 as two requests");
+    read(&dev, &img, five as u64, 10).unwrap();
+    assert_eq!(calls(&be), 4, "chunk 5 was not read ahead");
 }
 
 #[test]
@@ -281,4 +300,32 @@ fn localfs_backend_end_to_end() {
         .unwrap();
     assert_eq!(&buf[..n], &img.content[..]);
     assert_eq!(dev.backend_metrics().backend_type, "localfs");
+}
+
+#[test]
+fn with_validation_a_torn_cache_file_is_caught_and_refetched() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(3 * 0x4000), 0x4000);
+    let be = backend(&img);
+    let dev = device(&img, &be, blobcache(t.path(), false), 0);
+    assert_eq!(read(&dev, &img, 0, 3 * 0x4000).unwrap(), img.content);
+    drop(dev);
+    // As after a power loss: chunk 1's bit survived, its data did not.
+    let path = cache::data_path(t.path(), ID);
+    let mut data = std::fs::read(&path).unwrap();
+    data[0x4000..0x8000].fill(0);
+    std::fs::write(&path, data).unwrap();
+
+    let be2 = backend(&img);
+    let dev = device(&img, &be2, blobcache(t.path(), false), 0);
+    assert_eq!(read(&dev, &img, 0, 3 * 0x4000).unwrap(), img.content);
+    assert_eq!(calls(&be2), 1, "only the torn chunk is fetched again");
+    assert_eq!(dev.blobcache_metrics().whole_hits, 2);
+    assert_eq!(read(&dev, &img, 0, 3 * 0x4000).unwrap(), img.content);
+    assert_eq!(calls(&be2), 1);
+    assert_eq!(
+        dev.blobcache_metrics().whole_hits,
+        2,
+        "checked once per process"
+    );
 }

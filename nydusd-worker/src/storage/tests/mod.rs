@@ -120,6 +120,19 @@ pub(super) fn content(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Incompressible bytes, so every chunk is stored raw at a known size.
+pub(super) fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub(super) fn backend(img: &Image) -> Arc<MemBackend> {
     let b = MemBackend::default();
     b.blobs.lock().unwrap().insert(ID.into(), img.blob.clone());
