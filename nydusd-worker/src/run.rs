@@ -161,7 +161,6 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     stop_signals
         .thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
-    raise_nofile(cli.rlimit_nofile);
 
     let mountpoint = check_mountpoint(&plan.mountpoint)?;
     let start_time = std::time::SystemTime::now()
@@ -183,6 +182,9 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         )?;
     }
     daemon.set_state(State::Ready);
+    // After everything that can fail on bad input, so such a failure stays
+    // one line on stderr.
+    raise_nofile(cli.rlimit_nofile);
 
     let session = FuseService::mount(&mountpoint)?;
     let service = FuseService::start(session, daemon.server(), cli.fuse_threads, tx.clone());
@@ -305,7 +307,7 @@ fn raise_nofile(want: u64) {
             "RLIMIT_NOFILE: raising to {target} needs CAP_SYS_RESOURCE; using the hard limit {fallback}"
         );
     } else {
-        log::warn!(
+        log::info!(
             "RLIMIT_NOFILE: cannot raise it to {target} (no CAP_SYS_RESOURCE); keeping {}",
             cur.rlim_cur
         );
