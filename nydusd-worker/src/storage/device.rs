@@ -44,7 +44,17 @@ pub struct BlobDevice {
     /// Failures already logged, so a chunk that keeps failing is logged once
     /// (until it succeeds again). Key: (blob, chunk, kind).
     pub(super) logged: Mutex<HashSet<(u32, u32, u8)>>,
+    /// Told about every failed read (for the daemon's events ring).
+    pub(super) on_failure: Option<FailureHook>,
 }
+
+/// Receives a one-line description (blob id, chunk, offset, cause) of each
+/// failed chunk read. Must be cheap and must not block.
+pub type FailureHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Merged backend requests are buffered whole; keep one request's buffer
+/// reasonable whatever the config says.
+const MAX_AMPLIFY_IO: u64 = 64 << 20;
 
 /// Part of a read served by one chunk.
 pub(super) struct Piece {
@@ -114,11 +124,19 @@ impl BlobDevice {
             backend: config.backend,
             work_dir,
             digest_validate: config.digest_validate,
-            amplify_io: config.amplify_io,
+            amplify_io: config.amplify_io.min(MAX_AMPLIFY_IO),
             inflight: Inflight::default(),
             metrics: StorageMetrics::default(),
             logged: Mutex::new(HashSet::new()),
+            on_failure: None,
         })
+    }
+
+    /// Calls `hook` with a description of every failed chunk read (backend
+    /// error, corrupt or unverifiable data, bad descriptor).
+    pub fn with_failure_hook(mut self, hook: FailureHook) -> Self {
+        self.on_failure = Some(hook);
+        self
     }
 
     /// Fills `buf` with bytes `[offset, offset + buf.len())` of a regular

@@ -38,6 +38,7 @@ impl BlobDevice {
                 match self.ci_table(blob).and_then(|t| t.row(r.chunk_index)) {
                     Ok(info) => info,
                     Err(e) => {
+                        self.metrics.chunk_errors.fetch_add(1, Relaxed);
                         let key = (r.blob_index, r.chunk_index, LOG_RESOLVE);
                         self.log_once(key, || format!("blob {}: {e}", blob.id));
                         return Err(eio());
@@ -64,6 +65,7 @@ impl BlobDevice {
             None
         };
         if let Some(why) = why {
+            self.metrics.chunk_errors.fetch_add(1, Relaxed);
             let key = (info.blob_index, info.chunk_index, LOG_RESOLVE);
             self.log_once(key, || {
                 format!(
@@ -360,12 +362,18 @@ impl BlobDevice {
         Ok(())
     }
 
-    /// Logs a failure at error level the first time, at debug afterwards.
+    /// Logs a failure at error level the first time, at debug afterwards,
+    /// and reports failures of a read (not of the cache files) to the
+    /// failure hook every time.
     pub(super) fn log_once(&self, key: (u32, u32, u8), msg: impl FnOnce() -> String) {
+        let msg = msg();
         if lock(&self.logged).insert(key) {
-            log::error!("{}", msg());
+            log::error!("{msg}");
         } else {
-            log::debug!("{}", msg());
+            log::debug!("{msg}");
+        }
+        if let (Some(hook), LOG_BACKEND | LOG_DATA | LOG_RESOLVE) = (&self.on_failure, key.2) {
+            hook(&msg);
         }
     }
 

@@ -145,12 +145,22 @@ fn corrupt_chunk_is_eio_not_cached_and_retried() {
     let be = backend(&img);
     let victim = img.refs[1].info.unwrap().compressed_offset as usize + 5;
     be.blobs.lock().unwrap().get_mut(ID).unwrap()[victim] ^= 0x55;
-    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
+    let events = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = events.clone();
+    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20)
+        .with_failure_hook(Arc::new(move |m: &str| sink.lock().unwrap().push(m.into())));
     for _ in 0..2 {
         let e = read(&dev, &img, 0, 3 * 0x4000).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EIO));
     }
     assert_eq!(dev.blobcache_metrics().chunk_errors, 2);
+    let events = events.lock().unwrap().clone();
+    assert_eq!(events.len(), 2);
+    let at = img.refs[1].info.unwrap().compressed_offset;
+    assert!(
+        events[0].contains(ID) && events[0].contains(&format!("{at:#x}")),
+        "{events:?}"
+    );
     let map = ChunkMap::open(&t.path().join(format!("{ID}.blob.data.chunk_map")), 3).unwrap();
     assert!(map.is_ready(0) && !map.is_ready(1) && map.is_ready(2));
     // Good neighbours were cached; the bad chunk is fetched again and, once
@@ -328,4 +338,30 @@ fn with_validation_a_torn_cache_file_is_caught_and_refetched() {
         2,
         "checked once per process"
     );
+}
+
+#[test]
+fn backend_failure_is_eio_counted_and_retried() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(content(2 * 0x4000), 0x4000);
+    let be = Arc::new(MemBackend::default());
+    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
+    let e = read(&dev, &img, 0, 100).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    let m = dev.backend_metrics();
+    assert_eq!((m.read_count, m.read_errors), (1, 1));
+    // The blob shows up (backend recovered): the next read succeeds.
+    be.blobs.lock().unwrap().insert(ID.into(), img.blob.clone());
+    assert_eq!(read(&dev, &img, 0, 100).unwrap(), img.content[..100]);
+    // A truncated blob is a failure too, not a short chunk.
+    let t2 = tempfile::tempdir().unwrap();
+    let short = Arc::new(MemBackend::default());
+    short
+        .blobs
+        .lock()
+        .unwrap()
+        .insert(ID.into(), img.blob[..img.blob.len() - 1].to_vec());
+    let dev = device(&img, &short, blobcache(t2.path(), false), 0);
+    assert!(read(&dev, &img, 0x4000, 100).is_err());
+    assert_eq!(read(&dev, &img, 0, 100).unwrap(), img.content[..100]);
 }
