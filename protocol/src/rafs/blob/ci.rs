@@ -314,7 +314,7 @@ pub(super) fn decode_v1(w0: u64, w1: u64) -> ChunkInfo {
 }
 
 /// ci row v2 (§4.5): flags in the top byte of word 0, CRC in the data word.
-fn decode_v2(w0: u64, w1: u64, data: u64) -> ChunkInfo {
+pub(super) fn decode_v2(w0: u64, w1: u64, data: u64) -> ChunkInfo {
     let flags = (w0 >> 56) as u8;
     ChunkInfo {
         blob_index: 0,

@@ -295,3 +295,34 @@ fn tar_numbers() {
     h[124..136].copy_from_slice(b"12345678901x");
     assert!(TarHeader::parse(&h, 0).is_err());
 }
+
+#[test]
+fn v2_rows_carry_flags_and_crc() {
+    let w0 = (0x11u64 << 56) | ((0x1000u64 - 1) << 32) | 3;
+    let w1 = (0x800u64 << 40) | 0x1234;
+    let c = super::ci::decode_v2(w0, w1, 0xDEAD_BEEF);
+    assert_eq!(
+        (c.uncompressed_offset, c.uncompressed_size),
+        (3 * 4096, 0x1000)
+    );
+    assert_eq!((c.compressed_offset, c.compressed_size), (0x1234, 0x800));
+    assert!(c.compressed && !c.batch && !c.encrypted);
+    assert_eq!(c.crc32, Some(0xDEAD_BEEF));
+    // Batch members use the data word for their position, not a CRC.
+    let b = super::ci::decode_v2(w0 | (0x04 << 56), w1, 7);
+    assert!(b.batch && b.crc32.is_none());
+}
+
+#[test]
+fn dir_blob_source_refuses_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("abc"), b"0123456789").unwrap();
+    let src = crate::rafs::file::DirBlobSource::new(tmp.path());
+    let mut buf = [0u8; 4];
+    src.read_at("abc", 3, &mut buf).unwrap();
+    assert_eq!(&buf, b"3456");
+    assert!(src.read_at("abc", 8, &mut buf).is_err(), "short read");
+    for bad in ["", ".", "..", "../abc", "x/abc"] {
+        assert!(src.read_at(bad, 0, &mut buf).is_err(), "{bad:?}");
+    }
+}
