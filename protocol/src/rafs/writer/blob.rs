@@ -177,16 +177,14 @@ impl<W: Write> BlobWriter<W> {
     fn write_ci(&mut self, features: u32) -> Result<CiDesc> {
         let mut rows = Vec::with_capacity(self.chunks.len() * 16);
         for c in &self.chunks {
-            rows.put_u64(ci_word(
-                c.uncompressed_offset & 0x0000_0FFF_FFFF_F000,
+            let (w0, w1) = ci_row(
+                c.uncompressed_offset,
                 c.uncompressed_size,
-                8,
-            ));
-            rows.put_u64(ci_word(
-                c.compressed_offset & 0xFF_FFFF_FFFF,
+                c.compressed_offset,
                 c.compressed_size,
-                40,
-            ));
+            );
+            rows.put_u64(w0);
+            rows.put_u64(w1);
         }
         let (compressor, stored) = match codec::compress(self.compressor, &rows)? {
             Some(packed) => (self.compressor, packed),
@@ -214,9 +212,15 @@ impl<W: Write> BlobWriter<W> {
     }
 }
 
-/// A v1 ci row word: `base` plus (size − 1) split into its low 20 bits at
-/// bit 44 and its high 4 bits at `high_shift`.
-fn ci_word(base: u64, size: u32, high_shift: u32) -> u64 {
-    let s = (size.max(1) - 1) as u64;
-    base | ((s >> 20) & 0xf) << high_shift | (s & 0xf_ffff) << 44
+/// The two words of a v1 ci row (§4.4): offsets with (size − 1) split into
+/// its low 20 bits at bit 44 and its high 4 bits below them.
+pub(crate) fn ci_row(uoff: u64, usize_: u32, coff: u64, csize: u32) -> (u64, u64) {
+    let split = |size: u32, high_shift: u32| {
+        let s = (size.max(1) - 1) as u64;
+        ((s >> 20) & 0xf) << high_shift | (s & 0xf_ffff) << 44
+    };
+    (
+        (uoff & 0x0000_0FFF_FFFF_F000) | split(usize_, 8),
+        (coff & 0xFF_FFFF_FFFF) | split(csize, 40),
+    )
 }
