@@ -22,14 +22,40 @@ pub trait BlobSource: Send + Sync {
 }
 
 /// Blobs stored as `<dir>/<blob_id>` (the localfs backend layout, and the
-/// fixtures' `blobs/` directories).
+/// fixtures' `blobs/` directories). Open files are kept for reuse.
 pub struct DirBlobSource {
     dir: PathBuf,
+    open: Mutex<HashMap<String, Arc<File>>>,
 }
+
+/// More distinct blobs than this and the handle cache starts over: a
+/// merged image has at most 256 blobs, so this only bounds crafted input.
+const MAX_OPEN_BLOBS: usize = 512;
 
 impl DirBlobSource {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        DirBlobSource { dir: dir.into() }
+        DirBlobSource {
+            dir: dir.into(),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn file(&self, blob_id: &str) -> Result<Arc<File>> {
+        // A poisoned cache holds only complete entries; keep using it.
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(blob_id) {
+            return Ok(f.clone());
+        }
+        let path = self.dir.join(blob_id);
+        let file = Arc::new(
+            File::open(&path)
+                .map_err(|e| RafsError::Io(format!("blob {}: {e}", path.display())))?,
+        );
+        if open.len() >= MAX_OPEN_BLOBS {
+            open.clear();
+        }
+        open.insert(blob_id.to_string(), file.clone());
+        Ok(file)
     }
 }
 
@@ -42,13 +68,10 @@ impl BlobSource for DirBlobSource {
                 "blob id {blob_id:?} is not a file name"
             )));
         }
-        let path = self.dir.join(blob_id);
-        let file = File::open(&path)
-            .map_err(|e| RafsError::Io(format!("blob {}: {e}", path.display())))?;
-        file.read_exact_at(buf, offset).map_err(|e| {
+        self.file(blob_id)?.read_exact_at(buf, offset).map_err(|e| {
             RafsError::Io(format!(
                 "blob {}: reading {} bytes at offset {offset:#x}: {e}",
-                path.display(),
+                self.dir.join(blob_id).display(),
                 buf.len()
             ))
         })
