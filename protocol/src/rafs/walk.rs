@@ -189,3 +189,161 @@ fn tree_err(reason: String) -> RafsError {
     // The tree is not one byte range; the reason names path and inode.
     RafsError::corrupt(T, 0, reason)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::codec::{Compressor, Digester};
+    use super::super::types::{BlobInfo, ChunkRef, DirEntry, FsVersion, SuperInfo};
+    use super::*;
+
+    /// Directories only: `dirs[i]` lists (name, ino) of inode i + 1.
+    struct Dirs {
+        info: SuperInfo,
+        dirs: Vec<Vec<(&'static [u8], u64)>>,
+    }
+
+    fn dirs(dirs: Vec<Vec<(&'static [u8], u64)>>) -> Dirs {
+        let info = SuperInfo {
+            version: FsVersion::V5,
+            flags: 0,
+            block_size: 4096,
+            chunk_size: 0x10_0000,
+            compressor: Compressor::None,
+            digester: Digester::Blake3,
+            inode_count: dirs.len() as u64,
+            root_ino: 1,
+            explicit_uidgid: true,
+            has_xattr: false,
+        };
+        Dirs { info, dirs }
+    }
+
+    impl Reader for Dirs {
+        fn super_info(&self) -> &SuperInfo {
+            &self.info
+        }
+        fn blobs(&self) -> &[BlobInfo] {
+            &[]
+        }
+        fn inode(&self, ino: u64) -> Result<Inode> {
+            let _ = self
+                .dirs
+                .get(ino as usize - 1)
+                .ok_or(RafsError::NotFound("ino".into()))?;
+            Ok(Inode {
+                ino,
+                mode: 0o40755,
+                uid: 0,
+                gid: 0,
+                nlink: 2,
+                size: 4096,
+                mtime: 0,
+                mtime_nsec: 0,
+                rdev: 0,
+                has_xattr: false,
+            })
+        }
+        fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<u64>> {
+            let d = &self.dirs[parent as usize - 1];
+            Ok(d.iter().find(|(n, _)| *n == name).map(|&(_, i)| i))
+        }
+        fn readdir(
+            &self,
+            ino: u64,
+            offset: u64,
+            sink: &mut dyn FnMut(DirEntry<'_>, u64) -> bool,
+        ) -> Result<()> {
+            for (k, &(name, ino)) in self.dirs[ino as usize - 1]
+                .iter()
+                .enumerate()
+                .skip(offset as usize)
+            {
+                if !sink(
+                    DirEntry {
+                        name,
+                        ino,
+                        kind: FileKind::Directory,
+                    },
+                    k as u64 + 1,
+                ) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        fn readlink(&self, _: u64) -> Result<Vec<u8>> {
+            Err(RafsError::NotFound("symlink".into()))
+        }
+        fn xattrs(&self, _: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            Ok(Vec::new())
+        }
+        fn chunks(&self, _: u64) -> Result<Vec<ChunkRef>> {
+            Ok(Vec::new())
+        }
+        fn prefetch_inodes(&self) -> Result<Vec<u64>> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn run(r: &Dirs) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        walk(r, &mut |e| {
+            out.push(show(e.path));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn walks_in_order_and_resolves() {
+        let r = dirs(vec![
+            vec![(b"a", 2), (b"b", 3)],
+            vec![(b"c", 4)],
+            vec![],
+            vec![],
+        ]);
+        assert_eq!(run(&r).unwrap(), ["/", "/a", "/a/c", "/b"]);
+        assert_eq!(resolve(&r, b"/a/c").unwrap(), Some(4));
+        assert_eq!(resolve(&r, b"/a/../b/").unwrap(), Some(3));
+        assert_eq!(resolve(&r, b"/../a/./c").unwrap(), Some(4));
+        assert_eq!(resolve(&r, b"/x").unwrap(), None);
+        assert_eq!(resolve(&r, b"/").unwrap(), Some(1));
+        assert!(resolve(&r, b"a").is_err());
+    }
+
+    #[test]
+    fn loops_shared_dirs_and_bad_names_are_errors() {
+        let looped = dirs(vec![vec![(b"a", 2)], vec![(b"up", 1)]]);
+        assert!(run(&looped)
+            .unwrap_err()
+            .to_string()
+            .contains("reachable twice"));
+        let shared = dirs(vec![vec![(b"a", 2), (b"b", 2)], vec![]]);
+        assert!(run(&shared)
+            .unwrap_err()
+            .to_string()
+            .contains("reachable twice"));
+        for bad in [&b"x/y"[..], b"..", b"", b"n\0"] {
+            let r = dirs(vec![vec![(bad, 2)], vec![]]);
+            assert!(run(&r).is_err(), "{bad:?}");
+        }
+        let dup = dirs(vec![vec![(b"a", 2), (b"a", 3)], vec![], vec![]]);
+        assert!(run(&dup).unwrap_err().to_string().contains("duplicate"));
+    }
+
+    #[test]
+    fn depth_is_limited() {
+        let n = MAX_DEPTH + 2;
+        let chain = (1..=n as u64)
+            .map(|i| {
+                if (i as usize) < n {
+                    vec![(&b"d"[..], i + 1)]
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        let err = run(&dirs(chain)).unwrap_err().to_string();
+        assert!(err.contains("deeper than"), "{err}");
+    }
+}

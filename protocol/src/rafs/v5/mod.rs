@@ -8,6 +8,8 @@ mod digest;
 mod dump;
 mod inode;
 mod layout;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Ordering;
 
