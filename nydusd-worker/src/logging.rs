@@ -61,10 +61,11 @@ impl Log for Logger {
         // fuse-backend-rs logs every unknown epoll event and benign umount
         // races at info; keep its chatter one level down.
         let target = record.target();
-        if target.starts_with("fuse_backend_rs") && record.level() > log::Level::Warn {
-            if log::max_level() < LevelFilter::Debug {
-                return;
-            }
+        if target.starts_with("fuse_backend_rs")
+            && record.level() > log::Level::Warn
+            && log::max_level() < LevelFilter::Debug
+        {
+            return;
         }
         let line = format!(
             "[{} {:<5} {}] {}\n",

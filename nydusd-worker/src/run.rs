@@ -187,12 +187,8 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     raise_nofile(cli.rlimit_nofile);
 
     let session = FuseService::mount(&mountpoint)?;
-    let service = FuseService::start(session, daemon.server(), cli.fuse_threads, tx.clone());
-    let service = match service {
-        Ok(s) => s,
-        // Dropping the session (inside the error path) unmounted it.
-        Err(e) => return Err(e),
-    };
+    // On error the session is dropped inside `start`, which unmounts.
+    let service = FuseService::start(session, daemon.server(), cli.fuse_threads, tx.clone())?;
     if let Some(fd) = service.notifier() {
         daemon.set_notifier(fd);
     }

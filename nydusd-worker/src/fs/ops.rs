@@ -14,6 +14,9 @@ use nydus_protocol::rafs::FileKind;
 
 use super::{errno, rafs_errno, Fop, RafsFs};
 
+/// (name, value) pairs of one inode.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 impl RafsFs {
     /// Runs one operation and reports it to metrics.
     fn counted<T>(&self, op: Fop, ino: u64, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
@@ -130,7 +133,7 @@ impl RafsFs {
         Ok(n)
     }
 
-    fn xattr_list(&self, ino: u64) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn xattr_list(&self, ino: u64) -> io::Result<Xattrs> {
         if !self.xattr {
             return Err(errno(libc::ENOSYS));
         }

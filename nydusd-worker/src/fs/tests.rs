@@ -16,11 +16,14 @@ use nydus_protocol::rafs::{
 use super::stats::NoStats;
 use super::*;
 
+/// (name, value) pairs of one inode.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 struct MemReader {
     sb: SuperInfo,
     inodes: BTreeMap<u64, Inode>,
     children: BTreeMap<u64, Vec<(Vec<u8>, u64)>>,
-    xattrs: BTreeMap<u64, Vec<(Vec<u8>, Vec<u8>)>>,
+    xattrs: BTreeMap<u64, Xattrs>,
 }
 
 impl Reader for MemReader {
@@ -65,7 +68,7 @@ impl Reader for MemReader {
     fn readlink(&self, _ino: u64) -> Result<Vec<u8>> {
         Ok(b"target".to_vec())
     }
-    fn xattrs(&self, ino: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn xattrs(&self, ino: u64) -> Result<Xattrs> {
         Ok(self.xattrs.get(&ino).cloned().unwrap_or_default())
     }
     fn chunks(&self, _ino: u64) -> Result<Vec<ChunkRef>> {
@@ -160,8 +163,12 @@ fn ctx() -> Context {
     Context::default()
 }
 
-fn code(e: io::Error) -> i32 {
-    e.raw_os_error().unwrap()
+/// The errno of a result that must be an error.
+fn err<T>(r: io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.raw_os_error().unwrap(),
+    }
 }
 
 #[test]
@@ -192,8 +199,8 @@ fn lookup_and_negative_entries() {
     assert_eq!(f.lookup(&ctx(), 1, &name).unwrap().inode, 2);
     let missing = CString::new("zz").unwrap();
     assert_eq!(f.lookup(&ctx(), 1, &missing).unwrap().inode, 0);
-    assert_eq!(code(f.lookup(&ctx(), 2, &name).unwrap_err()), libc::ENOTDIR);
-    assert_eq!(code(f.getattr(&ctx(), 99, None).unwrap_err()), libc::ENOENT);
+    assert_eq!(err(f.lookup(&ctx(), 2, &name)), libc::ENOTDIR);
+    assert_eq!(err(f.getattr(&ctx(), 99, None)), libc::ENOENT);
 }
 
 #[test]
@@ -231,28 +238,19 @@ fn readdir_offsets_resume() {
 fn xattrs_enosys_unless_enabled() {
     let k = CString::new("user.k").unwrap();
     let off = fs(true, false, false);
-    assert_eq!(
-        code(off.getxattr(&ctx(), 3, &k, 0).unwrap_err()),
-        libc::ENOSYS
-    );
-    assert_eq!(code(off.listxattr(&ctx(), 3, 0).unwrap_err()), libc::ENOSYS);
+    assert_eq!(err(off.getxattr(&ctx(), 3, &k, 0)), libc::ENOSYS);
+    assert_eq!(err(off.listxattr(&ctx(), 3, 0)), libc::ENOSYS);
     for f in [fs(true, true, false), fs(true, false, true)] {
         assert!(matches!(
             f.getxattr(&ctx(), 3, &k, 0).unwrap(),
             GetxattrReply::Count(5)
         ));
-        assert_eq!(
-            code(f.getxattr(&ctx(), 3, &k, 2).unwrap_err()),
-            libc::ERANGE
-        );
+        assert_eq!(err(f.getxattr(&ctx(), 3, &k, 2)), libc::ERANGE);
         assert!(
             matches!(f.getxattr(&ctx(), 3, &k, 5).unwrap(), GetxattrReply::Value(v) if v == b"value")
         );
         let other = CString::new("user.none").unwrap();
-        assert_eq!(
-            code(f.getxattr(&ctx(), 3, &other, 9).unwrap_err()),
-            libc::ENODATA
-        );
+        assert_eq!(err(f.getxattr(&ctx(), 3, &other, 9)), libc::ENODATA);
         assert!(matches!(
             f.listxattr(&ctx(), 3, 0).unwrap(),
             ListxattrReply::Count(7)
@@ -268,20 +266,14 @@ fn xattrs_enosys_unless_enabled() {
 fn mutations_are_erofs() {
     let f = fs(true, false, false);
     let n = CString::new("new").unwrap();
+    assert_eq!(err(f.mkdir(&ctx(), 1, &n, 0o755, 0)), libc::EROFS);
+    assert_eq!(err(f.unlink(&ctx(), 1, &n)), libc::EROFS);
     assert_eq!(
-        code(f.mkdir(&ctx(), 1, &n, 0o755, 0).unwrap_err()),
-        libc::EROFS
-    );
-    assert_eq!(code(f.unlink(&ctx(), 1, &n).unwrap_err()), libc::EROFS);
-    assert_eq!(
-        code(f.open(&ctx(), 2, libc::O_WRONLY as u32, 0).unwrap_err()),
+        err(f.open(&ctx(), 2, libc::O_WRONLY as u32, 0)),
         libc::EROFS
     );
     assert!(f.open(&ctx(), 2, libc::O_RDONLY as u32, 0).is_ok());
-    assert_eq!(
-        code(f.access(&ctx(), 2, libc::W_OK as u32).unwrap_err()),
-        libc::EROFS
-    );
+    assert_eq!(err(f.access(&ctx(), 2, libc::W_OK as u32)), libc::EROFS);
 }
 
 #[test]
@@ -294,6 +286,6 @@ fn errno_table() {
         (RafsError::Unsupported("enc".into()), libc::EIO),
     ];
     for (e, want) in cases {
-        assert_eq!(code(rafs_errno(e)), want);
+        assert_eq!(err::<()>(Err(rafs_errno(e))), want);
     }
 }
