@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use backend::{Backend, LocalFs};
-pub use device::{BlobDevice, FailureHook};
+pub use device::BlobDevice;
 
 /// What the daemon hands a `BlobDevice` (mapped from the user's config).
 #[derive(Clone)]
