@@ -18,6 +18,9 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
+// The handle type is part of this module's interface even where callers
+// only hold it without naming it.
+#[allow(unused_imports)]
 pub use server::{spawn_api_server, ApiServerHandle};
 
 /// What the API needs from the daemon. Only the first six methods are
@@ -158,6 +161,7 @@ impl ApiError {
     }
 
     /// 503: the daemon is not ready for the operation yet.
+    #[allow(dead_code)] // for DaemonControl implementations (e.g. sendfd before INIT)
     pub fn not_ready(message: impl Into<String>) -> Self {
         Self::new(503, message)
     }

@@ -159,7 +159,13 @@ async fn dispatch(shared: &Arc<Shared>, (method, path, q, body): Reqd) -> Result
         }
         ("/api/v1/daemon/exit", &M::PUT) => {
             no_body(&body)?;
-            unit(blocking(shared, true, |c| Ok(c.exit())).await)
+            unit(
+                blocking(shared, true, |c| {
+                    c.exit();
+                    Ok(())
+                })
+                .await,
+            )
         }
         ("/api/v1/daemon/start", &M::PUT) => {
             no_body(&body)?;

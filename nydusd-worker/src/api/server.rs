@@ -40,6 +40,7 @@ fn file_id(p: &Path) -> Option<(u64, u64)> {
 
 impl ApiServerHandle {
     /// The socket path the server listens on.
+    #[allow(dead_code)] // used by tests and by callers that log it
     pub fn path(&self) -> &Path {
         &self.sock
     }

@@ -113,14 +113,6 @@ impl FsMetrics {
         }
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    pub fn options(&self) -> FsMetricsOptions {
-        self.opts
-    }
-
     /// Counts one call of a non-read operation on inode `ino` (every call is
     /// a hit; failures are also errors). Open/Release keep `nr_opens`.
     pub fn op(&self, fop: Fop, ino: u64, ok: bool) {

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde_json::Value;
 
 pub use events::EventLog;
-pub use fs::{Fop, FsMetrics, FsMetricsOptions, FOP_COUNT};
+pub use fs::{Fop, FsMetrics, FsMetricsOptions};
 
 /// Number of buckets of every size or latency histogram.
 pub const BUCKETS: usize = 8;
@@ -36,15 +36,6 @@ pub fn block_size_bucket(bytes: u64) -> usize {
     LIMITS
         .iter()
         .position(|&l| bytes < l)
-        .unwrap_or(BUCKETS - 1)
-}
-
-/// Backend latency bucket: ≤1ms, ≤20ms, ≤50ms, ≤100ms, ≤500ms, ≤1s, ≤2s, >2s.
-pub fn backend_latency_bucket(millis: u64) -> usize {
-    const LIMITS: [u64; BUCKETS - 1] = [1, 20, 50, 100, 500, 1000, 2000];
-    LIMITS
-        .iter()
-        .position(|&l| millis <= l)
         .unwrap_or(BUCKETS - 1)
 }
 
@@ -186,15 +177,17 @@ impl Metrics {
             let all: Vec<_> = storage.iter().map(|e| e.source.clone()).collect();
             return pick(all, storage.len(), None);
         };
-        let (first, second): (fn(&StorageEntry) -> &str, fn(&StorageEntry) -> &str) = if by_cache {
-            (|e| &e.cache_id, |e| &e.mountpoint)
-        } else {
-            (|e| &e.mountpoint, |e| &e.cache_id)
+        // The preferred key first, then the other one.
+        let key = |e: &StorageEntry, preferred: bool| {
+            if by_cache == preferred {
+                e.cache_id.clone()
+            } else {
+                e.mountpoint.clone()
+            }
         };
-        storage
-            .iter()
-            .find(|e| first(e) == id)
-            .or_else(|| storage.iter().find(|e| second(e) == id))
+        [true, false]
+            .into_iter()
+            .find_map(|p| storage.iter().find(|e| key(e, p) == id))
             .map(|e| e.source.clone())
             .ok_or_else(|| MetricsError::NoSuchId(id.to_string()))
     }
@@ -224,11 +217,6 @@ mod tests {
         assert_eq!(block_size_bucket(128 << 10), 5);
         assert_eq!(block_size_bucket((1 << 20) - 1), 6);
         assert_eq!(block_size_bucket(1 << 20), 7);
-        assert_eq!(backend_latency_bucket(0), 0);
-        assert_eq!(backend_latency_bucket(1), 0);
-        assert_eq!(backend_latency_bucket(2), 1);
-        assert_eq!(backend_latency_bucket(2000), 6);
-        assert_eq!(backend_latency_bucket(2001), 7);
     }
 
     #[test]
