@@ -254,10 +254,17 @@ impl BlobDevice {
         self.metrics
             .prefetch_unmerged_chunks
             .fetch_add(want.len() as u64, Relaxed);
-        failed |= self
-            .obtain(&want, want.len(), true)
-            .iter()
-            .any(Option::is_none);
+        // Claim one merged request at a time, so a user read of a chunk late
+        // in the list waits for one request, not for the whole prefetch.
+        want.sort_by_key(|c| (c.blob_index, c.compressed_offset));
+        let order: Vec<usize> = (0..want.len()).collect();
+        for group in self.merge(&order, &want) {
+            let part: Vec<ChunkInfo> = group.iter().map(|&i| want[i]).collect();
+            failed |= self
+                .obtain(&part, part.len(), true)
+                .iter()
+                .any(Option::is_none);
+        }
         if failed {
             return Err(eio());
         }

@@ -181,7 +181,7 @@ impl BlobDevice {
     /// Splits sorted misses into backend requests: same blob, ascending and
     /// non-overlapping, gaps of at most 1/128 of the limit, and at most
     /// `amplify_io` bytes (a single chunk may be larger).
-    fn merge(&self, sorted: &[usize], infos: &[ChunkInfo]) -> Vec<Vec<usize>> {
+    pub(super) fn merge(&self, sorted: &[usize], infos: &[ChunkInfo]) -> Vec<Vec<usize>> {
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut span = (0u32, 0u64, 0u64); // blob, start, end of the open group
         for &i in sorted {

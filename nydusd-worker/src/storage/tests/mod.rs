@@ -3,6 +3,7 @@
 
 mod cases;
 mod fixtures;
+mod stress;
 
 use std::collections::HashMap;
 use std::io;
