@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use nydus_protocol::rafs::file::{ChunkReader, DirBlobSource};
 use nydus_protocol::rafs::manifest::esc;
 use nydus_protocol::rafs::walk::{walk, Entry};
-use nydus_protocol::rafs::{self, v5, FileKind, Reader};
+use nydus_protocol::rafs::{self, v5, FileKind, FsVersion, Reader};
 
 use super::ls::open_image;
 
@@ -143,7 +143,15 @@ fn check_file(
         Err(err) => return t.problems.push(format!("{path}: chunk list: {err}")),
     };
     let mut end = 0u64;
+    // v6 has no holes (format doc §3.16): chunk k must start where k-1 ended.
+    let contiguous = reader.super_info().version == FsVersion::V6;
     for (k, r) in refs.iter().enumerate() {
+        if contiguous && r.file_offset != end {
+            t.problems.push(format!(
+                "{path}: chunk {k} starts at file offset {:#x}, expected {end:#x}",
+                r.file_offset
+            ));
+        }
         let info = match chunks.resolve(r) {
             Ok(i) => i,
             Err(err) => {
@@ -182,9 +190,9 @@ fn check_file(
             ));
         }
     }
-    if end > inode.size {
+    if end > inode.size || (contiguous && end != inode.size) {
         t.problems.push(format!(
-            "{path}: chunks end at {end:#x}, past the file size {}",
+            "{path}: chunks end at {end:#x}, but the file size is {}",
             inode.size
         ));
     }

@@ -97,7 +97,7 @@ pub fn structures(bytes: &[u8]) -> Result<Vec<Item>> {
     for (slot, rec) in r.records()? {
         let mut item = Item::new(
             rec.offset,
-            rec.end - rec.offset,
+            rec.end.saturating_sub(rec.offset),
             format!("v5 inode slot {slot} {}", show(rec.name)),
         )
         .field("digest", hex::encode(rec.digest))

@@ -220,7 +220,7 @@ impl<'a> Record<'a> {
                 covered = end.unwrap_or(covered);
             } else {
                 let want_off = k as u64 * cs;
-                let want_len = (self.size - want_off).min(cs);
+                let want_len = self.size.saturating_sub(want_off).min(cs);
                 if file_offset != want_off || len != want_len {
                     return Err(t.err(o + 44, format!(
                         "chunk {k} covers {file_offset:#x}+{len:#x}, expected {want_off:#x}+{want_len:#x}"
