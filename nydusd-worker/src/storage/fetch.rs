@@ -35,11 +35,16 @@ impl BlobDevice {
             Some(info) => info,
             None => {
                 let blob = self.blob(r.blob_index, r.chunk_index)?;
-                match self.ci_table(blob).and_then(|t| t.row(r.chunk_index)) {
+                // A bad ci table is one failure of the blob, not one per chunk.
+                let row = match self.ci_table(blob) {
+                    Ok(t) => t.row(r.chunk_index).map_err(|e| (r.chunk_index, e)),
+                    Err(e) => Err((u32::MAX, e)),
+                };
+                match row {
                     Ok(info) => info,
-                    Err(e) => {
+                    Err((chunk, e)) => {
                         self.metrics.chunk_errors.fetch_add(1, Relaxed);
-                        let key = (r.blob_index, r.chunk_index, LOG_RESOLVE);
+                        let key = (r.blob_index, chunk, LOG_RESOLVE);
                         self.log_once(key, || format!("blob {}: {e}", blob.id));
                         return Err(eio());
                     }
@@ -80,6 +85,7 @@ impl BlobDevice {
 
     fn blob(&self, index: u32, chunk: u32) -> io::Result<&Blob> {
         self.blobs.get(index as usize).ok_or_else(|| {
+            self.metrics.chunk_errors.fetch_add(1, Relaxed);
             self.log_once((index, chunk, LOG_RESOLVE), || {
                 format!("chunk {chunk} refers to blob index {index}, not in the blob table")
             });
