@@ -93,7 +93,7 @@ pub fn unescape(path: &str) -> PathBuf {
 pub struct Entry {
     /// As printed (`./a/b`, escaped).
     pub name: String,
-    /// Relative path (decoded), `.` for the root.
+    /// Relative path (decoded, no `./`), `.` for the root.
     pub rel: PathBuf,
     pub fields: BTreeMap<String, String>,
 }
@@ -125,8 +125,12 @@ pub fn parse(manifest: &str) -> Vec<Entry> {
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
+            let rel = match name.strip_prefix("./") {
+                Some(r) => unescape(r),
+                None => PathBuf::from("."),
+            };
             Entry {
-                rel: unescape(&name),
+                rel,
                 name,
                 fields,
             }
