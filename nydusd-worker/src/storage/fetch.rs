@@ -5,11 +5,8 @@
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, MutexGuard};
-use std::time::Instant;
 
 use nydus_protocol::rafs::blob::CiTable;
-use nydus_protocol::rafs::codec::{self, Compressor};
-use nydus_protocol::rafs::file::BlobSource;
 use nydus_protocol::rafs::{ChunkInfo, ChunkRef, RafsError};
 
 use super::device::{Blob, BlobDevice, Got};
@@ -99,7 +96,11 @@ impl BlobDevice {
         }
         // Loaded without the lock (it is a backend read); racing loaders
         // both load and the first to finish wins.
-        let table = Arc::new(CiTable::load(&blob.info, &blob.id, &Source(self))?);
+        let table = Arc::new(CiTable::load(
+            &blob.info,
+            &blob.id,
+            &super::verify::Source(self),
+        )?);
         Ok(lock(&blob.ci).get_or_insert(table).clone())
     }
 
@@ -297,77 +298,6 @@ impl BlobDevice {
         }
     }
 
-    /// Exactly `buf.len()` bytes from the backend, as one counted request.
-    pub(super) fn backend_read_exact(
-        &self,
-        id: &str,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> io::Result<()> {
-        let t = Instant::now();
-        let mut done = 0;
-        let res = loop {
-            if done == buf.len() {
-                break Ok(());
-            }
-            match self
-                .backend
-                .read_at(id, offset.saturating_add(done as u64), &mut buf[done..])
-            {
-                Ok(0) => {
-                    break Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "blob {id} ends before offset {:#x}",
-                            offset.saturating_add(buf.len() as u64)
-                        ),
-                    ))
-                }
-                Ok(n) => done += n,
-                Err(e) => break Err(e),
-            }
-        };
-        self.metrics
-            .backend_read(buf.len() as u64, t.elapsed(), res.is_ok());
-        res
-    }
-
-    /// Decompresses and checks one chunk's stored bytes: the CRC whenever
-    /// the descriptor has one, the digest with `digest_validate`.
-    pub(super) fn decode(&self, info: &ChunkInfo, stored: &[u8]) -> Result<Vec<u8>, String> {
-        let blob = &self.blobs[info.blob_index as usize].info;
-        if info.encrypted || info.batch {
-            return Err("encrypted and batch chunks are not supported".to_string());
-        }
-        let mut data = vec![0u8; info.uncompressed_size as usize];
-        let how = if info.compressed {
-            blob.compressor
-        } else {
-            Compressor::None
-        };
-        codec::decompress_into(how, stored, &mut data).map_err(|e| e.to_string())?;
-        self.check(info, &data)?;
-        Ok(data)
-    }
-
-    /// Checks uncompressed chunk bytes: the CRC whenever the descriptor has
-    /// one, the digest with `digest_validate`.
-    pub(super) fn check(&self, info: &ChunkInfo, data: &[u8]) -> Result<(), String> {
-        if let Some(want) = info.crc32 {
-            let got = codec::crc32c(data);
-            if got != want {
-                return Err(format!("CRC-32C {got:#010x}, expected {want:#010x}"));
-            }
-        }
-        let digester = self.blobs[info.blob_index as usize].info.digester;
-        if let (true, Some(want)) = (self.digest_validate, info.digest) {
-            if codec::digest(digester, data) != want {
-                return Err("digest mismatch".to_string());
-            }
-        }
-        Ok(())
-    }
-
     /// Logs a failure at error level the first time, at debug afterwards,
     /// and reports failures of a read (not of the cache files) to the
     /// failure hook every time.
@@ -396,15 +326,4 @@ impl BlobDevice {
 fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {
     // Critical sections here never leave the data half-updated.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The backend as the protocol crate's blob source (for ci tables).
-struct Source<'a>(&'a BlobDevice);
-
-impl BlobSource for Source<'_> {
-    fn read_at(&self, blob_id: &str, offset: u64, buf: &mut [u8]) -> Result<(), RafsError> {
-        self.0
-            .backend_read_exact(blob_id, offset, buf)
-            .map_err(|e| RafsError::Io(e.to_string()))
-    }
 }

@@ -13,6 +13,7 @@ mod inflight;
 mod metrics;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::io;
 use std::path::PathBuf;
