@@ -127,7 +127,11 @@ impl Daemon {
             no_writeback: true,
             ..VfsOptions::default()
         };
-        let vfs = Arc::new(Vfs::new(opts));
+        let mut vfs = Vfs::new(opts);
+        // An unmounted path disappears (ENOENT) instead of lingering as an
+        // empty pseudo directory, as upstream leaves it.
+        vfs.set_remove_pseudo_root();
+        let vfs = Arc::new(vfs);
         Daemon {
             server: Arc::new(Server::new(vfs.clone())),
             vfs,
@@ -240,7 +244,7 @@ impl Daemon {
         Ok(())
     }
 
-    /// Removes the instance at `path`; the pseudo directory stays.
+    /// Removes the instance at `path`, and its pseudo directory with it.
     pub fn umount(&self, path: &str) -> Result<(), String> {
         let path = normalize_vfs_path(path)?;
         let mut mounts = lock(&self.mounts);
