@@ -180,7 +180,7 @@ pub struct ChunkInfo {
 ///
 /// v5 chunk records are complete (`info` is `Some`). v6 inodes only name
 /// (blob, chunk index); the bootstrap chunk table, when present, completes
-/// them, otherwise the blob's ci table must be loaded (`file::ChunkResolver`).
+/// them, otherwise the blob's ci table must be loaded (`file::ChunkReader`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ChunkRef {
     pub blob_index: u32,
