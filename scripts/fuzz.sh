@@ -16,7 +16,9 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
 export CARGO_TARGET_DIR="$ROOT/target/fuzz"
-cargo build --release --bin bootstrap
+# An explicit --target keeps RUSTFLAGS off build scripts, which must not be instrumented.
+host=$(rustc -vV | sed -n 's/^host: //p')
+cargo build --release --bin bootstrap --target "$host"
 
 corpus=corpus/bootstrap
 mkdir -p "$corpus" artifacts
@@ -24,5 +26,5 @@ for f in "$SHARED"/fixtures/rafs/*/bootstrap "$SHARED"/fixtures/rafs/*/layers/*.
     [ -f "$f" ] && cp -f "$f" "$corpus/$(echo "$f" | sha256sum | cut -c1-16)"
 done
 say "fuzzing the bootstrap reader for $secs s"
-"$CARGO_TARGET_DIR/release/bootstrap" "$corpus" -max_total_time="$secs" -max_len=262144 \
+"$CARGO_TARGET_DIR/$host/release/bootstrap" "$corpus" -max_total_time="$secs" -max_len=262144 \
     -rss_limit_mb=2048 -timeout=10 -artifact_prefix=artifacts/ -print_final_stats=1 2>&1 | tail -n 15
