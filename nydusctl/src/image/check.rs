@@ -197,3 +197,38 @@ fn check_file(
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/rafs/mini-v5-lz4-blake3");
+        assert!(dir.is_dir(), "fixture missing at {}", dir.display());
+        dir
+    }
+
+    #[test]
+    fn good_image_passes_and_a_flipped_blob_byte_fails() {
+        let dir = fixture();
+        let args = |blob_dir: PathBuf| CheckArgs {
+            blob_dir,
+            bootstrap: dir.join("bootstrap"),
+        };
+        assert_eq!(run(args(dir.join("blobs"))), Ok(()));
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for e in std::fs::read_dir(dir.join("blobs")).expect("blobs") {
+            let p = e.expect("entry").path();
+            let mut bytes = std::fs::read(&p).expect("read blob");
+            if let Some(b) = bytes.get_mut(5000) {
+                *b ^= 0x55;
+            }
+            let name = p.file_name().expect("name");
+            std::fs::write(tmp.path().join(name), bytes).expect("write blob");
+        }
+        let err = run(args(tmp.path().to_path_buf())).expect_err("must fail");
+        assert!(err.ends_with("1 problems"), "{err}");
+    }
+}
