@@ -178,6 +178,19 @@ impl<'a> ChunkReader<'a> {
             )));
         }
         let id = self.blob_id(blob);
+        // Sizes come from image data: bound them before allocating. A stored
+        // chunk is never larger than its data (raw is stored when
+        // compression does not shrink it), and chunks are at most 16 MiB.
+        if info.uncompressed_size > MAX_CHUNK || info.compressed_size > MAX_CHUNK {
+            return Err(chunk_error(
+                &id,
+                info,
+                format!(
+                    "sizes {:#x}/{:#x} exceed the 16 MiB chunk limit",
+                    info.compressed_size, info.uncompressed_size
+                ),
+            ));
+        }
         let mut stored = vec![0u8; info.compressed_size as usize];
         self.source
             .read_at(&id, info.compressed_offset, &mut stored)?;
@@ -214,21 +227,34 @@ impl<'a> ChunkReader<'a> {
         Ok(data)
     }
 
-    /// The whole content of regular file `ino`. Each chunk must hold exactly
-    /// the file bytes its position calls for; gaps between chunks (v5 holes)
-    /// read as zeros.
+    /// The whole content of regular file `ino` (see `read_file_with`).
     pub fn read_file(&self, ino: u64, verify: bool) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_file_with(ino, verify, &mut |piece| {
+            out.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Streams the content of regular file `ino` to `sink`, chunk by chunk,
+    /// so memory stays bounded by one chunk whatever the file size. Each
+    /// chunk must hold exactly the bytes its position calls for; gaps
+    /// between chunks (v5 holes) read as zeros.
+    pub fn read_file_with(
+        &self,
+        ino: u64,
+        verify: bool,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         let inode = self.reader.inode(ino)?;
         if inode.kind() != Some(FileKind::Regular) {
             return Err(RafsError::NotFound(format!(
                 "inode {ino} is not a regular file"
             )));
         }
-        let size = usize::try_from(inode.size).map_err(|_| {
-            RafsError::Unsupported(format!("inode {ino}: size {} too large", inode.size))
-        })?;
         let chunk_size = u64::from(self.reader.super_info().chunk_size);
-        let mut out = Vec::with_capacity(size.min(1 << 30));
+        let mut pos = 0u64;
         for r in self.reader.chunks(ino)? {
             let mismatch = |what: String| {
                 RafsError::Codec(format!(
@@ -237,12 +263,13 @@ impl<'a> ChunkReader<'a> {
                 ))
             };
             let want = inode.size.saturating_sub(r.file_offset).min(chunk_size);
-            if r.file_offset < out.len() as u64 || want == 0 {
+            if r.file_offset < pos || want == 0 {
                 return Err(mismatch(format!(
-                    "overlaps the previous chunk or lies past the file size {size}"
+                    "overlaps the previous chunk or lies past the file size {}",
+                    inode.size
                 )));
             }
-            out.resize(r.file_offset as usize, 0);
+            zeros(pos, r.file_offset, sink)?;
             let info = self.resolve(&r)?;
             if u64::from(info.uncompressed_size) != want {
                 return Err(mismatch(format!(
@@ -250,11 +277,25 @@ impl<'a> ChunkReader<'a> {
                     info.uncompressed_size
                 )));
             }
-            out.extend_from_slice(&self.read_chunk(&info, verify)?);
+            sink(&self.read_chunk(&info, verify)?)?;
+            pos = r.file_offset + want;
         }
-        out.resize(size, 0);
-        Ok(out)
+        zeros(pos, inode.size, sink)
     }
+}
+
+/// Largest chunk the format allows (§1.2).
+const MAX_CHUNK: u32 = 0x100_0000;
+
+/// Emits the hole `[from, to)` as zeros, 64 KiB at a time.
+fn zeros(mut from: u64, to: u64, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let block = [0u8; 64 * 1024];
+    while from < to {
+        let n = (to - from).min(block.len() as u64);
+        sink(&block[..n as usize])?;
+        from += n;
+    }
+    Ok(())
 }
 
 fn chunk_error(blob_id: &str, info: &ChunkInfo, reason: impl std::fmt::Display) -> RafsError {
