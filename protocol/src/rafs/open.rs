@@ -32,9 +32,9 @@ pub enum Detected {
 pub fn detect(bytes: &[u8]) -> Detected {
     if v5::detect(bytes) {
         Detected::V5
-    } else if bytes.len() >= 4096
-        && bytes.get(1024..1028) == Some(&0xE0F5_E1E2u32.to_le_bytes()[..])
-    {
+    } else if bytes.get(1024..1028) == Some(&0xE0F5_E1E2u32.to_le_bytes()[..]) {
+        // A short file with the magic is a truncated v6 bootstrap: let the
+        // v6 parser say so rather than calling it a blob.
         Detected::V6
     } else {
         Detected::Other
