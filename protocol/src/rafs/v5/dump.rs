@@ -97,7 +97,7 @@ pub fn structures(bytes: &[u8]) -> Result<Vec<Item>> {
     for (slot, rec) in r.records()? {
         let mut item = Item::new(
             rec.offset,
-            rec.end.saturating_sub(rec.offset),
+            rec.chunks_offset.saturating_sub(rec.offset),
             format!("v5 inode slot {slot} {}", show(rec.name)),
         )
         .field("digest", hex::encode(rec.digest))
@@ -157,5 +157,7 @@ pub fn structures(bytes: &[u8]) -> Result<Vec<Item>> {
             );
         }
     }
+    // File order: records are written depth-first, slots breadth-first.
+    out.sort_by_key(|i| i.offset);
     Ok(out)
 }

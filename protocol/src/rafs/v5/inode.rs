@@ -52,8 +52,6 @@ pub struct Record<'a> {
     pub xattrs: Option<Bytes<'a>>,
     /// Absolute offset of the first chunk record.
     pub chunks_offset: u64,
-    /// Absolute offset just past the record.
-    pub end: u64,
 }
 
 fn pad8(n: u64) -> u64 {
@@ -108,7 +106,6 @@ impl<'a> Record<'a> {
         let child_index = h.u32(92)?;
         let child_count = h.u32(96)?;
         let size = h.u64(64)?;
-        let mut end = pos;
         match kind {
             FileKind::Regular => {
                 if flags & FLAG_HAS_HOLE == 0 {
@@ -120,7 +117,8 @@ impl<'a> Record<'a> {
                     }
                 }
                 let len = u64::from(child_count) * CHUNK_RECORD_SIZE;
-                end = Bytes::at(file, pos, len, C)?.base + len;
+                // The chunk records must lie inside the file.
+                Bytes::at(file, pos, len, C)?;
             }
             FileKind::Directory if child_count > 0 => {
                 let last = u64::from(child_index) + u64::from(child_count) - 1;
@@ -158,7 +156,6 @@ impl<'a> Record<'a> {
             symlink,
             xattrs,
             chunks_offset: pos,
-            end,
         })
     }
 
