@@ -227,7 +227,9 @@ fn stress(fixture_name: &str, profile: &str) {
     let handles: Vec<_> = (0..THREADS as u64)
         .map(|i| {
             let sh = Arc::clone(&sh);
-            std::thread::spawn(move || worker(sh, 0x9E37_79B9_7F4A_7C15 ^ (i + 1) * 7919, deadline))
+            std::thread::spawn(move || {
+                worker(sh, 0x9E37_79B9_7F4A_7C15 ^ ((i + 1) * 7919), deadline)
+            })
         })
         .collect();
     for h in handles {
