@@ -43,7 +43,9 @@ fn reply(method: &str, target: &str) -> (u16, Value) {
         ),
         ("GET", "/api/v1/metrics") => (
             200,
-            json!({"id": "/", "data_read": 10, "fop_hits": [1, 0, 0, 0, 2], "fop_errors": [],
+            json!({"id": "/", "data_read": 10,
+                   "fop_hits": [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                   "fop_errors": [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                    "read_latency_dist": [2, 0, 0, 0, 0, 0, 0, 0]}),
         ),
         ("GET", "/api/v1/metrics/inflight") => (204, Value::Null),

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use nydus_protocol::api::{DaemonConf, MountCmd};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
 pub use http::DaemonClient;
 
@@ -147,17 +150,17 @@ pub fn execute(client: &DaemonClient, raw: bool, cmd: DaemonCommand) -> Result<S
     match cmd {
         DaemonCommand::Info(r) => {
             let v = client.get("v1/daemon", &[])?;
-            Ok(if raw || r.raw {
-                raw_text(&v)
+            if raw || r.raw {
+                Ok(raw_text(&v))
             } else {
-                print::info(&v)
-            })
+                Ok(print::info(&typed(v)?))
+            }
         }
         DaemonCommand::Set(a) => {
-            let key = match a.kind {
-                SetKind::LogLevel => "log_level",
+            let body = match a.kind {
+                SetKind::LogLevel => DaemonConf { log_level: a.value },
             };
-            client.put("v1/daemon", &[], Some(json!({ key: a.value }).to_string()))?;
+            client.put("v1/daemon", &[], Some(to_json(&body)?))?;
             Ok(String::new())
         }
         DaemonCommand::Metrics(a) => metrics(client, raw || a.raw.raw, &a),
@@ -169,12 +172,14 @@ pub fn execute(client: &DaemonClient, raw: bool, cmd: DaemonCommand) -> Result<S
                 FsType::PassthroughFs => "passthrough_fs",
             };
             let source = a.source.to_str().ok_or("--source must be valid UTF-8")?;
-            let body = json!({"source": source, "fs_type": fs_type, "config": config});
-            client.post(
-                "v1/mount",
-                &[("mountpoint", &a.mountpoint)],
-                Some(body.to_string()),
-            )?;
+            let body = MountCmd {
+                source: source.to_string(),
+                fs_type: fs_type.to_string(),
+                config,
+                prefetch_files: None,
+            };
+            let mountpoint = [("mountpoint", a.mountpoint.as_str())];
+            client.post("v1/mount", &mountpoint, Some(to_json(&body)?))?;
             Ok(String::new())
         }
         DaemonCommand::Umount(a) => {
@@ -193,27 +198,43 @@ fn metrics(client: &DaemonClient, raw: bool, a: &MetricsArgs) -> Result<String, 
         a.id.as_deref()
             .map(|id| vec![("id", id)])
             .unwrap_or_default();
-    let (path, render): (&str, Option<fn(&Value) -> String>) = match a.category {
-        Category::Backend => ("v1/metrics/backend", Some(print::backend)),
-        Category::Cache => ("v1/metrics/blobcache", Some(print::cache)),
-        Category::Fsstats => ("v1/metrics", Some(print::fsstats)),
-        Category::Files => ("v1/metrics/files", None),
-        Category::Pattern => ("v1/metrics/pattern", None),
-        Category::Inflight => ("v1/metrics/inflight", None),
+    let path = match a.category {
+        Category::Backend => "v1/metrics/backend",
+        Category::Cache => "v1/metrics/blobcache",
+        Category::Fsstats => "v1/metrics",
+        Category::Files => "v1/metrics/files",
+        Category::Pattern => "v1/metrics/pattern",
+        Category::Inflight => "v1/metrics/inflight",
     };
     let v = client.get(path, &query)?;
     if let (Some(secs), Category::Backend) = (a.interval, a.category) {
         // Upstream loops until interrupted; so do we.
-        let mut last = v;
+        let secs = secs.max(1);
+        let mut last = typed(v)?;
         loop {
-            std::thread::sleep(Duration::from_secs(secs.max(1)));
-            let current = client.get(path, &query)?;
-            print!("{}", print::backend_delta(&last, &current, secs.max(1)));
+            std::thread::sleep(Duration::from_secs(secs));
+            let current = typed(client.get(path, &query)?)?;
+            print!("{}", print::backend_delta(&last, &current, secs));
             last = current;
         }
     }
-    Ok(match render {
-        Some(f) if !raw => f(&v),
-        _ => raw_text(&v),
-    })
+    if raw {
+        return Ok(raw_text(&v));
+    }
+    match a.category {
+        Category::Backend => Ok(print::backend(&typed(v)?)),
+        Category::Cache => Ok(print::cache(&typed(v)?)),
+        Category::Fsstats => Ok(print::fsstats(&typed(v)?)),
+        // No text form upstream: the JSON it is.
+        Category::Files | Category::Pattern | Category::Inflight => Ok(raw_text(&v)),
+    }
+}
+
+fn to_json<T: Serialize>(body: &T) -> Result<String, String> {
+    serde_json::to_string(body).map_err(|e| format!("encoding the request: {e}"))
+}
+
+/// A reply in its `protocol::api` type (lenient: missing fields default).
+fn typed<T: DeserializeOwned>(v: Value) -> Result<T, String> {
+    serde_json::from_value(v).map_err(|e| format!("unexpected reply from the daemon: {e}"))
 }

@@ -1,10 +1,12 @@
 //! Human-readable renderings of the daemon's replies, in upstream nydusctl's
-//! layout (labels, column widths, and JSON-rendered scalars where upstream
+//! layout (labels, column widths, and JSON-rendered strings where upstream
 //! prints them that way, quotes included) so scripts that scrape it keep
-//! working. Missing or mistyped fields print as 0/empty instead of failing.
+//! working. Replies are read leniently: missing fields print as 0/empty.
 
 use std::fmt::Write;
 
+use nydus_protocol::api::{BackendMetrics, BlobcacheMetrics, DaemonInfo, FsMetrics};
+use serde::Serialize;
 use serde_json::Value;
 
 const SIZES: [&str; 8] = ["<1K", "1K~", "4K~", "16K~", "64K~", "128K~", "512K~", "1M~"];
@@ -29,22 +31,9 @@ const FOPS: [&str; 15] = [
     "BatchForget",
 ];
 
-fn u(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or(0)
-}
-
-fn f(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or(0.0)
-}
-
-/// `key` as a list of `n` counters, zero-padded.
-fn list(v: &Value, key: &str, n: usize) -> Vec<u64> {
-    let mut out: Vec<u64> = v[key]
-        .as_array()
-        .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
-        .unwrap_or_default();
-    out.resize(n, 0);
-    out
+/// A value as JSON text, the way upstream prints strings (quoted).
+fn js<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 /// `a / b`, or 0 when `b` is 0 (upstream prints NaN/inf there).
@@ -65,29 +54,27 @@ fn row(out: &mut String, label: &str, width: usize, cells: impl IntoIterator<Ite
 }
 
 /// `nydusctl info`.
-pub fn info(v: &Value) -> String {
-    let ver = &v["version"];
+pub fn info(v: &DaemonInfo) -> String {
+    let ver = &v.version;
     let mut out = format!(
         "\nVersion:                {}\nStatus:                 {}\nProfile:                {}\nCommit:                 {}\n",
-        ver["package_ver"], v["state"], ver["profile"], ver["git_commit"]
+        js(&ver.package_ver),
+        js(&v.state),
+        js(&ver.profile),
+        js(&ver.git_commit)
     );
-    let Some(instances) = v["backend_collection"].as_object() else {
+    let Some(instances) = &v.backend_collection else {
         return out;
     };
     if !instances.is_empty() {
         out.push_str("Instances:\n");
     }
     for (mountpoint, b) in instances {
-        let text = |x: &Value| {
-            x.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| x.to_string())
-        };
         let _ = writeln!(out, "\tInstance Mountpoint:  {mountpoint}");
-        let _ = writeln!(out, "\tType:  {}", text(&b["backend_type"]));
-        let _ = writeln!(out, "\tMounted Time:  {}", text(&b["mounted_time"]));
-        if b["backend_type"] == "Rafs" {
-            let cfg = &b["config"];
+        let _ = writeln!(out, "\tType:  {}", b.backend_type);
+        let _ = writeln!(out, "\tMounted Time:  {}", b.mounted_time);
+        if b.backend_type == "Rafs" {
+            let cfg = b.config.as_ref().unwrap_or(&Value::Null);
             let prefetch = &cfg["cache"]["prefetch"];
             let mode = cfg["rafs"]["mode"].as_str().unwrap_or("direct");
             let _ = writeln!(out, "\tMode:  {mode}");
@@ -96,11 +83,8 @@ pub fn info(v: &Value) -> String {
                 "\tPrefetch:  {}",
                 prefetch["enable"].as_bool().unwrap_or(false)
             );
-            let _ = writeln!(
-                out,
-                "\tPrefetch Merging Size:  {}",
-                u(prefetch, "batch_size")
-            );
+            let merging = prefetch["batch_size"].as_u64().unwrap_or(0);
+            let _ = writeln!(out, "\tPrefetch Merging Size:  {merging}");
             out.push('\n');
         }
     }
@@ -108,18 +92,18 @@ pub fn info(v: &Value) -> String {
 }
 
 /// `nydusctl metrics backend`.
-pub fn backend(m: &Value) -> String {
-    let amount = u(m, "read_amount_total");
+pub fn backend(m: &BackendMetrics) -> String {
+    let amount = m.read_amount_total;
     let mut out = format!(
         "\nBackend Type:       {}\nRead Amount:        {} Bytes ({} MB)\nRead Count:         {}\nRead Errors:        {}\n",
-        m["backend_type"],
+        js(&m.backend_type),
         amount,
         amount as f64 / 1024.0 / 1024.0,
-        u(m, "read_count"),
-        u(m, "read_errors"),
+        m.read_count,
+        m.read_errors,
     );
-    let lat = list(m, "read_cumulative_latency_millis_dist", 8);
-    let hits = list(m, "read_count_block_size_dist", 8);
+    let lat = &m.read_cumulative_latency_millis_dist;
+    let hits = &m.read_count_block_size_dist;
     let sizes = || SIZES.iter().map(|s| s.to_string());
     out.push('\n');
     row(&mut out, "Block Sizes:", 25, sizes());
@@ -141,23 +125,23 @@ pub fn backend(m: &Value) -> String {
 }
 
 /// One `metrics backend --interval` step: the change between two samples
-/// taken `secs` apart.
-pub fn backend_delta(old: &Value, new: &Value, secs: u64) -> String {
-    let d = |k: &str| u(new, k).saturating_sub(u(old, k));
-    let dv = |k: &str| {
-        let (a, b) = (list(old, k, 8), list(new, k, 8));
-        (0..8)
-            .map(|i| b[i].saturating_sub(a[i]))
-            .collect::<Vec<_>>()
+/// taken `secs` apart (counters going backwards, after a restart, give 0).
+pub fn backend_delta(old: &BackendMetrics, new: &BackendMetrics, secs: u64) -> String {
+    let data = new.read_amount_total.saturating_sub(old.read_amount_total);
+    let reqs = new.read_count.saturating_sub(old.read_count);
+    let lat = new
+        .read_cumulative_latency_millis_total
+        .saturating_sub(old.read_cumulative_latency_millis_total);
+    let dv = |a: &[u64; 8], b: &[u64; 8]| -> [u64; 8] {
+        std::array::from_fn(|i| b[i].saturating_sub(a[i]))
     };
-    let (data, reqs, lat) = (
-        d("read_amount_total"),
-        d("read_count"),
-        d("read_cumulative_latency_millis_total"),
+    let lat_dist = dv(
+        &old.read_cumulative_latency_millis_dist,
+        &new.read_cumulative_latency_millis_dist,
     );
-    let (lat_dist, hits) = (
-        dv("read_cumulative_latency_millis_dist"),
-        dv("read_count_block_size_dist"),
+    let hits = dv(
+        &old.read_count_block_size_dist,
+        &new.read_count_block_size_dist,
     );
     let mut out = format!(
         "\n>>> >>> >>> >>> >>>\nBackend Read Bandwidth:     {} KB/S\nBackend Average IO Size:    {} Bytes\nBackend Average Latency:    {} millis\n\nBlock Sizes/millis:\n",
@@ -177,12 +161,12 @@ pub fn backend_delta(old: &Value, new: &Value, secs: u64) -> String {
 }
 
 /// `nydusctl metrics cache`.
-pub fn cache(m: &Value) -> String {
-    let secs = |s: &str, ms: &str| f(m, s) + f(m, ms) / 1000.0;
-    let duration = secs("prefetch_end_time_secs", "prefetch_end_time_millis")
-        - secs("prefetch_begin_time_secs", "prefetch_begin_time_millis");
-    let amount = f(m, "prefetch_data_amount");
-    let requests = u(m, "prefetch_requests_count");
+pub fn cache(m: &BlobcacheMetrics) -> String {
+    let secs = |s: u64, ms: u64| s as f64 + ms as f64 / 1000.0;
+    let duration = secs(m.prefetch_end_time_secs, m.prefetch_end_time_millis)
+        - secs(m.prefetch_begin_time_secs, m.prefetch_begin_time_millis);
+    let amount = m.prefetch_data_amount as f64;
+    let requests = m.prefetch_requests_count;
     format!(
         "
 Partial Hits:               {}
@@ -201,30 +185,26 @@ Prefetch Bandwidth:         {} MB/S
 Prefetch Request Latency:   {} Seconds
 Prefetch Unmerged:          {}
 ",
-        m["partial_hits"],
-        m["whole_hits"],
-        m["total"],
-        m["store_path"],
-        m["underlying_files"],
-        m["buffered_backend_size"],
-        m["prefetch_workers"],
+        m.partial_hits,
+        m.whole_hits,
+        m.total,
+        js(&m.store_path),
+        js(&m.underlying_files),
+        m.buffered_backend_size,
+        m.prefetch_workers,
         amount,
         amount / 1024.0,
         requests,
-        u(m, "prefetch_data_amount")
-            .checked_div(requests)
-            .unwrap_or(0),
+        m.prefetch_data_amount.checked_div(requests).unwrap_or(0),
         duration,
         div(amount / 1024.0 / 1024.0, duration),
-        div(f(m, "prefetch_cumulative_time_millis"), requests as f64) / 1000.0,
-        m["prefetch_unmerged_chunks"],
+        div(m.prefetch_cumulative_time_millis as f64, requests as f64) / 1000.0,
+        m.prefetch_unmerged_chunks,
     )
 }
 
 /// `nydusctl metrics fsstats`.
-pub fn fsstats(m: &Value) -> String {
-    let hits = list(m, "fop_hits", FOPS.len());
-    let errors = list(m, "fop_errors", FOPS.len());
+pub fn fsstats(m: &FsMetrics) -> String {
     let mut out = String::from("\n");
     row(
         &mut out,
@@ -236,17 +216,17 @@ pub fn fsstats(m: &Value) -> String {
         &mut out,
         "Reads Count:",
         16,
-        list(m, "read_latency_dist", 8).iter().map(u64::to_string),
+        m.read_latency_dist.iter().map(u64::to_string),
     );
-    let data = u(m, "data_read");
+    let data = m.data_read;
     let _ = write!(
         out,
         "\nRead Errors: {}\nRead Data: {}Bytes ({}MB)\n\nFOP Counters:\n",
-        errors[4],
+        m.fop_errors[4],
         data,
         data / 1024 / 1024
     );
-    let counter = |i: usize| format!("{}({})", FOPS[i], hits[i]);
+    let counter = |i: usize| format!("{}({})", FOPS[i], m.fop_hits[i]);
     let line = |r: std::ops::Range<usize>| r.map(counter).collect::<Vec<_>>().join(" ");
     let _ = writeln!(out, "{}\n{}", line(0..8), line(8..15));
     out
@@ -255,7 +235,12 @@ pub fn fsstats(m: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::de::DeserializeOwned;
     use serde_json::json;
+
+    fn t<T: DeserializeOwned>(v: Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
 
     #[test]
     fn info_lists_instances() {
@@ -266,7 +251,7 @@ mod tests {
                 "config": {"rafs": {"mode": "cached"},
                            "cache": {"prefetch": {"enable": true, "batch_size": 1048576}}}}}
         });
-        let s = info(&v);
+        let s = info(&t(v));
         assert!(s.contains("Version:                \"v1\"\n"), "{s}");
         assert!(s.contains("Status:                 \"RUNNING\"\n"), "{s}");
         assert!(
@@ -279,16 +264,21 @@ mod tests {
             s.contains("\tMode:  cached\n\tPrefetch:  true\n\tPrefetch Merging Size:  1048576\n"),
             "{s}"
         );
-        // No collection (v2 shape), or garbage: still prints the header.
-        assert!(info(&json!({"backend_collection": null})).contains("Status:"));
-        assert!(info(&json!("garbage")).contains("Version:"));
+        // No collection (the v2 shape): just the header.
+        let s = info(&t(json!({"backend_collection": null})));
+        assert!(
+            s.contains("Status:                 \"UNKNOWN\"") && !s.contains("Instances"),
+            "{s}"
+        );
     }
 
     #[test]
     fn backend_table() {
-        let m = json!({"backend_type": "registry", "read_amount_total": 2097152, "read_count": 4,
+        let m: BackendMetrics = t(
+            json!({"backend_type": "registry", "read_amount_total": 2097152, "read_count": 4,
             "read_errors": 1, "read_cumulative_latency_millis_dist": [10, 0, 0, 0, 0, 0, 0, 30],
-            "read_count_block_size_dist": [5, 0, 0, 0, 0, 0, 0, 3]});
+            "read_count_block_size_dist": [5, 0, 0, 0, 0, 0, 0, 3]}),
+        );
         let s = backend(&m);
         assert!(s.contains("Backend Type:       \"registry\"\n"), "{s}");
         assert!(
@@ -300,14 +290,18 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("Request Count:           5       0"), "{s}");
-        let d = backend_delta(&json!({"read_amount_total": 0}), &m, 2);
+        let d = backend_delta(&BackendMetrics::default(), &m, 2);
         assert!(d.contains("Backend Read Bandwidth:     1024 KB/S"), "{d}");
         assert!(
             d.contains("Backend Average IO Size:    524288 Bytes"),
             "{d}"
         );
+        assert!(
+            d.contains("\n2       0       0       0       0       0       0       10      \n"),
+            "{d}"
+        );
         // Counters going backwards (daemon restarted) must not panic.
-        assert!(backend_delta(&m, &json!({}), 0).contains("0 KB/S"));
+        assert!(backend_delta(&m, &BackendMetrics::default(), 0).contains("0 KB/S"));
     }
 
     #[test]
@@ -317,7 +311,8 @@ mod tests {
             "prefetch_requests_count": 2, "prefetch_begin_time_secs": 10, "prefetch_begin_time_millis": 0,
             "prefetch_end_time_secs": 12, "prefetch_end_time_millis": 0,
             "prefetch_cumulative_time_millis": 400});
-        let s = cache(&m);
+        let s = cache(&t(m));
+        assert!(s.contains("Directory:                  \"/c\"\n"), "{s}");
         assert!(
             s.contains("Files:                      [\"a.blob.data\"]\n"),
             "{s}"
@@ -335,12 +330,13 @@ mod tests {
             s.contains("Prefetch Request Latency:   0.2 Seconds\n"),
             "{s}"
         );
-        assert!(!cache(&json!({})).contains("NaN"));
+        assert!(!cache(&BlobcacheMetrics::default()).contains("NaN"));
 
-        let mut hits = vec![0; 15];
-        hits[4] = 7;
-        let m = json!({"fop_hits": hits, "fop_errors": [0, 0, 0, 0, 2], "data_read": 3145728,
-            "read_latency_dist": [1, 2, 3, 4, 5, 6, 7, 8]});
+        let mut m = FsMetrics::default();
+        m.fop_hits[4] = 7;
+        m.fop_errors[4] = 2;
+        m.data_read = 3145728;
+        m.read_latency_dist = [1, 2, 3, 4, 5, 6, 7, 8];
         let s = fsstats(&m);
         assert!(s.contains("Read Latency:   <1ms    ~20ms   "), "{s}");
         assert!(s.contains("Reads Count:    1       2       3"), "{s}");
