@@ -368,3 +368,30 @@ fn truncated_and_bad_superblocks() {
         .to_string()
         .contains("overlaps"));
 }
+
+#[test]
+fn manifest_lines() {
+    use super::super::manifest::{manifest, ManifestOptions};
+    let opts = ManifestOptions {
+        default_uid: 1234,
+        default_gid: 5678,
+    };
+    let mut bytes = build(&sample());
+    let r = V5Reader::open(Arc::new(bytes.clone())).unwrap();
+    let m = manifest(&r, None, &opts).unwrap();
+    let x = "user.k:4c94485e0c21ae6c41ce1dfe7b6bfaceea5ab68e40a2476f50208e526f506080";
+    let want = [
+        ". type=dir mode=0755 uid=0 gid=0 size=- mtime=1600000000 sha256=- target=- rdev=- xattr=- link=-".to_string(),
+        "./a type=dir mode=0755 uid=0 gid=0 size=- mtime=1600000000 sha256=- target=- rdev=- xattr=- link=-".into(),
+        format!("./a/x type=file mode=0644 uid=0 gid=0 size=0 mtime=1600000000 sha256=* target=- rdev=- xattr={x} link=-"),
+        "./b type=file mode=0644 uid=0 gid=0 size=8193 mtime=1600000000 sha256=* target=- rdev=- xattr=- link=./b".into(),
+        "./c type=symlink mode=0777 uid=0 gid=0 size=- mtime=1600000000 sha256=- target=b rdev=- xattr=- link=-".into(),
+        "./d type=file mode=0644 uid=0 gid=0 size=8193 mtime=1600000000 sha256=* target=- rdev=- xattr=- link=./b".into(),
+    ];
+    assert_eq!(m.lines, want);
+    // Without EXPLICIT_UID_GID (0x10) and HAS_XATTR (0x20), as a mount shows it.
+    bytes[16] &= !0x30;
+    let r = V5Reader::open(Arc::new(bytes)).unwrap();
+    let m = manifest(&r, None, &opts).unwrap();
+    assert!(m.lines[2].contains(" uid=1234 gid=5678 ") && m.lines[2].contains(" xattr=- "));
+}
