@@ -1,38 +1,22 @@
 //! Request bodies: decoding and validation, with error messages that never
 //! echo request content (a mount body carries registry credentials).
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use hyper::body::Bytes;
+use nydus_protocol::api::{ConfigUpdate, DaemonConf};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::ApiError;
-
-/// `POST`/`PUT /api/v1/mount` body (reference §6.3).
-#[derive(Debug, Deserialize)]
-pub(super) struct MountCmd {
-    pub(super) source: String,
-    #[serde(default)]
-    pub(super) fs_type: String,
-    /// The whole config file as one string.
-    pub(super) config: String,
-    #[serde(default)]
-    pub(super) prefetch_files: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DaemonConf {
-    log_level: String,
-}
 
 /// Keys `PUT /api/v1/config` accepts; others are refused (500, as upstream).
 pub(super) const CONFIG_KEYS: &[&str] =
     &["registry_auth", "dragonfly_scheduler_endpoint", "proxy_url"];
 /// Keys whose values are credentials: never sent back.
 const SECRET_KEYS: &[&str] = &["registry_auth"];
+/// What a masked value reads as.
+const REDACTED: &str = nydus_protocol::config::REDACTED;
 
 /// serde_json's message, minus any string value it quotes from the body.
 fn json_error(e: &serde_json::Error) -> String {
@@ -71,9 +55,9 @@ pub(super) fn log_level(body: &Bytes) -> Result<log::LevelFilter, ApiError> {
 }
 
 /// `PUT /api/v1/config` body: an object of recognised keys to string values.
-pub(super) fn config_items(body: &Bytes) -> Result<BTreeMap<String, String>, ApiError> {
+pub(super) fn config_items(body: &Bytes) -> Result<ConfigUpdate, ApiError> {
     let map: serde_json::Map<String, Value> = parse_json(body)?;
-    let mut items = BTreeMap::new();
+    let mut items = ConfigUpdate::new();
     for (k, v) in map {
         if !CONFIG_KEYS.contains(&k.as_str()) {
             return Err(ApiError::internal(format!(
@@ -93,12 +77,12 @@ pub(super) fn config_items(body: &Bytes) -> Result<BTreeMap<String, String>, Api
 
 /// `GET /api/v1/config` body: the stored values, credentials masked
 /// (upstream returns them in clear text; reference §11 says not to).
-pub(super) fn redacted_config(values: BTreeMap<String, String>) -> Value {
+pub(super) fn redacted_config(values: ConfigUpdate) -> Value {
     let map = values
         .into_iter()
         .map(|(k, v)| {
             let v = if SECRET_KEYS.contains(&k.as_str()) {
-                "<redacted>".to_string()
+                REDACTED.to_string()
             } else {
                 v
             };
@@ -111,6 +95,7 @@ pub(super) fn redacted_config(values: BTreeMap<String, String>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nydus_protocol::api::MountCmd;
 
     #[test]
     fn api_json_error_hides_strings() {

@@ -15,7 +15,6 @@ mod tests;
 
 use std::fmt;
 
-use serde::Serialize;
 use serde_json::Value;
 
 // The handle type is part of this module's interface even where callers
@@ -103,19 +102,6 @@ pub trait DaemonControl: Send + Sync {
     }
 }
 
-/// One entry of `GET /api/v1/metrics/inflight`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InflightOp {
-    /// FUSE node id.
-    pub inode: u64,
-    /// FUSE opcode.
-    pub opcode: u32,
-    /// FUSE request id.
-    pub unique: u64,
-    /// When the request started, unix seconds.
-    pub timestamp_secs: u64,
-}
-
 /// An error reply: `status` is the HTTP status, the body is
 /// `{"code": code, "message": message}`. `message` must not contain secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,8 +111,8 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// Upstream answers every error with this code; clients only log it.
-pub const ERROR_CODE: &str = "UNDEFINED";
+pub use nydus_protocol::api::InflightOp;
+use nydus_protocol::api::{ErrorBody, ERROR_CODE};
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
@@ -167,7 +153,11 @@ impl ApiError {
     }
 
     pub(crate) fn body(&self) -> Value {
-        serde_json::json!({"code": self.code, "message": self.message})
+        let body = ErrorBody {
+            code: self.code.clone(),
+            message: self.message.clone(),
+        };
+        serde_json::to_value(body).unwrap_or_default()
     }
 }
 

@@ -12,7 +12,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::body::{self, MountCmd};
+use nydus_protocol::api::MountCmd;
+
+use super::body;
 use super::{ApiError, DaemonControl};
 use crate::metrics::MetricsError;
 

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
+use nydus_protocol::api::Events;
+use serde_json::Value;
 
 /// Upstream's limits: at most 500 entries and 50 KiB of text.
 pub const MAX_ERRORS: usize = 500;
@@ -52,13 +53,14 @@ impl EventLog {
     /// `GET /api/v1/daemon/events` body.
     pub fn to_json(&self) -> Value {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        json!({
-            "max_errors": MAX_ERRORS,
-            "total_errors": ring.errors.len(),
-            "max_size": MAX_SIZE,
-            "total_size": ring.total_size,
-            "errors": ring.errors,
-        })
+        let events = Events {
+            max_errors: MAX_ERRORS as u64,
+            total_errors: ring.errors.len() as u64,
+            max_size: MAX_SIZE as u64,
+            total_size: ring.total_size as u64,
+            errors: ring.errors.iter().cloned().collect(),
+        };
+        serde_json::to_value(events).unwrap_or_default()
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nydus_protocol::api as wire;
 use serde_json::{json, Value};
 
 use super::{block_size_bucket, load_all, BUCKETS};
@@ -186,40 +187,41 @@ impl FsMetrics {
 
     /// `GET /api/v1/metrics` body.
     pub fn to_json(&self) -> Value {
-        json!({
-            "files_account_enabled": self.opts.files_account,
-            "access_pattern_enabled": self.opts.access_pattern,
-            "record_latest_read_files_enabled": self.opts.latest_read_files,
-            "measure_latency": true,
-            "id": self.id,
-            "nr_opens": self.nr_opens.load(Ordering::Relaxed),
-            "data_read": self.data_read.load(Ordering::Relaxed),
-            "block_count_read": load_all(&self.block_count_read),
-            "fop_hits": load_all(&self.fop_hits),
-            "fop_errors": load_all(&self.fop_errors),
-            "fop_cumulative_latency_total": load_all(&self.fop_latency_us),
-            "read_latency_dist": load_all(&self.read_latency_dist),
-        })
+        let m = wire::FsMetrics {
+            files_account_enabled: self.opts.files_account,
+            access_pattern_enabled: self.opts.access_pattern,
+            record_latest_read_files_enabled: self.opts.latest_read_files,
+            measure_latency: true,
+            id: self.id.clone(),
+            nr_opens: self.nr_opens.load(Ordering::Relaxed),
+            data_read: self.data_read.load(Ordering::Relaxed),
+            block_count_read: load_all(&self.block_count_read),
+            fop_hits: load_all(&self.fop_hits),
+            fop_errors: load_all(&self.fop_errors),
+            fop_cumulative_latency_total: load_all(&self.fop_latency_us),
+            read_latency_dist: load_all(&self.read_latency_dist),
+        };
+        serde_json::to_value(m).unwrap_or_default()
     }
 
     /// `GET /api/v1/metrics/files` body: per-inode counters (empty unless
     /// `iostats_files`).
     pub fn files_json(&self) -> Value {
         let files = lock(&self.files);
-        let map = files
+        let map: wire::FilesMetrics = files
             .iter()
             .map(|(ino, f)| {
-                let v = json!({
-                    "total_fops": f.total_fops,
-                    "data_read": f.data_read,
-                    "block_count_read": f.block_count_read,
-                    "fop_hits": f.fop_hits,
-                    "fop_errors": f.fop_errors,
-                });
+                let v = wire::FileMetrics {
+                    total_fops: f.total_fops,
+                    data_read: f.data_read,
+                    block_count_read: f.block_count_read,
+                    fop_hits: f.fop_hits,
+                    fop_errors: f.fop_errors,
+                };
                 (ino.to_string(), v)
             })
-            .collect::<serde_json::Map<_, _>>();
-        Value::Object(map)
+            .collect();
+        serde_json::to_value(map).unwrap_or_default()
     }
 
     /// `GET /api/v1/metrics/files?latest=true` body: inodes read since the
@@ -250,18 +252,16 @@ impl FsMetrics {
     /// `GET /api/v1/metrics/pattern` body (empty unless `access_pattern`).
     pub fn pattern_json(&self) -> Value {
         let pattern = lock(&self.pattern);
-        let v = pattern
+        let v: Vec<wire::AccessPattern> = pattern
             .iter()
-            .map(|(ino, p)| {
-                json!({
-                    "ino": ino,
-                    "nr_read": p.nr_read,
-                    "first_access_time_secs": p.first_access.as_secs(),
-                    "first_access_time_nanos": p.first_access.subsec_nanos(),
-                })
+            .map(|(&ino, p)| wire::AccessPattern {
+                ino,
+                nr_read: p.nr_read,
+                first_access_time_secs: p.first_access.as_secs(),
+                first_access_time_nanos: p.first_access.subsec_nanos(),
             })
             .collect();
-        Value::Array(v)
+        serde_json::to_value(v).unwrap_or_default()
     }
 }
 
