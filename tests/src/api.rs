@@ -270,6 +270,8 @@ pub fn is_fuse_mounted(dir: &Path) -> bool {
 /// A `nydusd` started by a test: killed, reaped and `umount -l`ed on drop.
 pub struct Daemon {
     child: Option<std::process::Child>,
+    /// The pid the watchdog may kill; taken (None) before the child is reaped.
+    watch: std::sync::Arc<std::sync::Mutex<Option<u32>>>,
     pub mountpoint: std::path::PathBuf,
     pub apisock: std::path::PathBuf,
     pub log: std::path::PathBuf,
@@ -298,8 +300,11 @@ impl Daemon {
             .stderr(err)
             .spawn()
             .expect("spawn nydusd");
+        let watch = std::sync::Arc::new(std::sync::Mutex::new(Some(child.id())));
+        spawn_watchdog(std::sync::Arc::clone(&watch));
         let mut d = Daemon {
             child: Some(child),
+            watch,
             mountpoint: mountpoint.to_path_buf(),
             apisock: apisock.to_path_buf(),
             log: log.to_path_buf(),
@@ -328,11 +333,25 @@ impl Daemon {
         }
     }
 
-    /// The last 4 KiB of the daemon's output.
+    /// The last 4 KiB of the daemon's output, without fuse-backend-rs's
+    /// multi-line "vfs::forget ... submount was dropped" warnings.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(4096);
-        String::from_utf8_lossy(&text[start..]).into_owned()
+        let text = String::from_utf8_lossy(&text);
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                !l.contains("get_real_rootfs")
+                    && !l.contains("vfs submount was dropped")
+                    && l.trim() != "which is reasonable."
+            })
+            .collect();
+        let kept = kept.join("\n");
+        let mut start = kept.len().saturating_sub(4096);
+        while !kept.is_char_boundary(start) {
+            start += 1;
+        }
+        kept[start..].to_string()
     }
 
     /// Whether the process is still running.
@@ -341,8 +360,37 @@ impl Daemon {
     }
 }
 
+/// How long a test's daemon may live: `NYDUS_E2E_DAEMON_TIMEOUT` seconds,
+/// default 480 (or `NYDUS_STRESS_SECS` + 240 if that is more).
+fn daemon_lifetime() -> Duration {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let secs = env("NYDUS_E2E_DAEMON_TIMEOUT")
+        .unwrap_or_else(|| 480.max(env("NYDUS_STRESS_SECS").unwrap_or(60) + 240));
+    Duration::from_secs(secs)
+}
+
+/// Kills the daemon when it outlives `daemon_lifetime()`: a hung FUSE call
+/// then fails (ENOTCONN) instead of hanging the test forever.
+fn spawn_watchdog(watch: std::sync::Arc<std::sync::Mutex<Option<u32>>>) {
+    let limit = daemon_lifetime();
+    let end = std::time::Instant::now() + limit;
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let guard = watch.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pid) = *guard else { return };
+        if std::time::Instant::now() >= end {
+            eprintln!("watchdog: nydusd pid {pid} still running after {limit:?}; killing it");
+            // SAFETY: plain syscall; the pid is our unreaped child (Drop
+            // takes it out of `watch` under this lock before reaping).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            return;
+        }
+    });
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
