@@ -19,11 +19,11 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::api::{Vfs, VfsOptions};
 use fuse_backend_rs::transport::FuseDevWriter;
 use nydus_protocol::config::DaemonConfig;
-use serde_json::{json, Value};
 
-use crate::api::{ApiError, DaemonControl};
 use crate::instance::{self, ConfigSource, OpenRequest};
 use crate::metrics::Metrics;
+
+mod control;
 
 /// What wakes the main loop.
 #[derive(Debug)]
@@ -185,33 +185,75 @@ impl Daemon {
                 "mountpoint {path} would nest with the mount at {other}; nested mounts are not supported"
             ));
         }
+        let result = self.attach(&mut mounts, &path, source, parsed, prefetch_files);
+        if result.is_err() {
+            self.metrics.remove(&path);
+        }
+        drop(mounts);
+        if result.is_ok() {
+            // The kernel may have cached a negative entry here.
+            self.invalidate_path(&path);
+        }
+        result
+    }
+
+    /// Replaces the instance at `path` with `source` + `config` in one step
+    /// (the path never disappears); the old one keeps serving if the new one
+    /// cannot be opened.
+    pub fn remount(
+        &self,
+        path: &str,
+        source: PathBuf,
+        config: &ConfigSource,
+    ) -> Result<(), String> {
+        let path = normalize_vfs_path(path)?;
+        let parsed = instance::load_config(config)?;
+        let mut mounts = lock(&self.mounts);
+        let Some(old) = mounts.get(&path) else {
+            return Err(format!("mountpoint {path} doesn't exist"));
+        };
+        let prefetch = old.prefetch_files.clone();
+        let old_opts = instance::metrics_options(&old.config);
+        let result = self.attach(&mut mounts, &path, source, parsed, prefetch);
+        if result.is_err() {
+            // attach() registered fresh counters for the new instance; the
+            // old one keeps serving, so give it a set again.
+            self.metrics.add_fs(&path, old_opts);
+        }
+        drop(mounts);
+        if result.is_ok() {
+            self.invalidate_path(&path);
+        }
+        result
+    }
+
+    /// Opens the instance and puts it at `path` in the Vfs (over any
+    /// instance already there), then records it. Called with the table lock.
+    fn attach(
+        &self,
+        mounts: &mut BTreeMap<String, MountRecord>,
+        path: &str,
+        source: PathBuf,
+        parsed: DaemonConfig,
+        prefetch_files: Option<Vec<String>>,
+    ) -> Result<(), String> {
         let fs_metrics = self
             .metrics
-            .add_fs(&path, instance::metrics_options(&parsed));
+            .add_fs(path, instance::metrics_options(&parsed));
         let opened = instance::open(OpenRequest {
             bootstrap: &source,
             config: &parsed,
             start_time: self.start_time,
             stats: fs_metrics,
-        });
-        let opened = match opened {
-            Ok(o) => o,
-            Err(e) => {
-                self.metrics.remove(&path);
-                return Err(e);
-            }
-        };
+        })?;
         let device = opened.device.clone();
         let reader = opened.fs.reader().clone();
-        let index = match self.vfs.mount(Box::new(opened.fs), &path) {
-            Ok(i) => i,
-            Err(e) => {
-                self.metrics.remove(&path);
-                return Err(format!("mountpoint {path}: {e}"));
-            }
-        };
+        let index = self
+            .vfs
+            .mount(Box::new(opened.fs), path)
+            .map_err(|e| format!("mountpoint {path}: {e}"))?;
         let cache_id = parsed.id.clone().unwrap_or_default();
-        self.metrics.add_storage(&path, &cache_id, device.clone());
+        self.metrics.add_storage(path, &cache_id, device.clone());
         log::info!(
             "mounted {} at {path} (index {index}, mode {})",
             source.display(),
@@ -219,28 +261,24 @@ impl Daemon {
         );
         let cancel = Arc::new(AtomicBool::new(false));
         instance::start_prefetch(
-            &path,
+            path,
             reader,
             device,
             &parsed,
             prefetch_files.clone(),
             cancel.clone(),
         );
-        mounts.insert(
-            path.clone(),
-            MountRecord {
-                source,
-                config: parsed,
-                prefetch_files,
-                index,
-                mounted_at: SystemTime::now(),
-                cancel_prefetch: cancel,
-            },
-        );
-        drop(mounts);
-        // The kernel may have cached the empty pseudo directory or a
-        // negative entry here.
-        self.invalidate_path(&path);
+        let record = MountRecord {
+            source,
+            config: parsed,
+            prefetch_files,
+            index,
+            mounted_at: SystemTime::now(),
+            cancel_prefetch: cancel,
+        };
+        if let Some(old) = mounts.insert(path.to_string(), record) {
+            old.cancel_prefetch.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -264,31 +302,6 @@ impl Daemon {
         // image, so a later image at the same index is never confused with it.
         self.invalidate_path(&path);
         Ok(())
-    }
-
-    /// Replaces the instance at `path` with `source` + `config`; the old one
-    /// keeps serving if the new one cannot be opened.
-    pub fn remount(
-        &self,
-        path: &str,
-        source: PathBuf,
-        config: &ConfigSource,
-    ) -> Result<(), String> {
-        let norm = normalize_vfs_path(path)?;
-        let prefetch = match lock(&self.mounts).get(&norm) {
-            Some(rec) => rec.prefetch_files.clone(),
-            None => return Err(format!("mountpoint {norm} doesn't exist")),
-        };
-        // Validate before touching the running instance.
-        let parsed = instance::load_config(config)?;
-        instance::open(OpenRequest {
-            bootstrap: &source,
-            config: &parsed,
-            start_time: self.start_time,
-            stats: Arc::new(crate::fs::stats::NoStats),
-        })?;
-        self.umount(&norm)?;
-        self.mount(&norm, source, config, prefetch)
     }
 
     /// Sends FUSE_NOTIFY_INVAL_ENTRY for the last component of `path`
@@ -327,104 +340,6 @@ impl Daemon {
             Err(e) => log::debug!("invalidate {path}: {e}"),
         }
     }
-
-    fn mounts_json(&self) -> Value {
-        let mounts = lock(&self.mounts);
-        let mut out = serde_json::Map::new();
-        for (path, rec) in mounts.iter() {
-            let mounted = rec
-                .mounted_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            out.insert(
-                path.clone(),
-                json!({
-                    "backend_type": "Rafs",
-                    "mountpoint": path,
-                    "source": rec.source,
-                    "index": rec.index,
-                    "mounted_time": format_mounted_time(mounted),
-                    "config": rec.config.to_redacted_json(),
-                }),
-            );
-        }
-        Value::Object(out)
-    }
-}
-
-/// Upstream's `mounted_time` format, `YYYY-MM-DD HH:MM:SS.nnnnnnnnn +00:00:00`.
-fn format_mounted_time(t: std::time::Duration) -> String {
-    let secs = t.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = crate::logging::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:09} +00:00:00",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        t.subsec_nanos()
-    )
-}
-
-fn api_error(msg: String) -> ApiError {
-    if msg.contains("doesn't exist") {
-        ApiError::not_found(msg)
-    } else {
-        ApiError::internal(msg)
-    }
-}
-
-impl DaemonControl for Daemon {
-    fn info(&self) -> Value {
-        let v = crate::cli::version_info();
-        json!({
-            "version": v,
-            "id": self.id,
-            "supervisor": self.supervisor,
-            "state": lock(&self.state).as_str(),
-            "backend_collection": self.mounts_json(),
-        })
-    }
-
-    fn mount(
-        &self,
-        mountpoint: &str,
-        source: &str,
-        fs_type: &str,
-        config_text: &str,
-        prefetch_files: Option<Vec<String>>,
-    ) -> Result<(), ApiError> {
-        if fs_type != "rafs" {
-            return Err(ApiError::internal(format!(
-                "fs_type {fs_type:?} is not supported: only \"rafs\""
-            )));
-        }
-        let config = ConfigSource::Text {
-            text: config_text.to_string(),
-            origin: "mount request config".into(),
-        };
-        Daemon::mount(self, mountpoint, source.into(), &config, prefetch_files).map_err(api_error)
-    }
-
-    fn remount(&self, mountpoint: &str, source: &str, config_text: &str) -> Result<(), ApiError> {
-        let config = ConfigSource::Text {
-            text: config_text.to_string(),
-            origin: "remount request config".into(),
-        };
-        Daemon::remount(self, mountpoint, source.into(), &config).map_err(api_error)
-    }
-
-    fn umount(&self, mountpoint: &str) -> Result<(), ApiError> {
-        Daemon::umount(self, mountpoint).map_err(api_error)
-    }
-
-    fn exit(&self) {
-        let _ = self.events.send(Event::Exit);
-    }
-
-    fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }
 
 #[cfg(test)]
@@ -440,14 +355,5 @@ mod tests {
         assert!(nested("/a", "/a/b"));
         assert!(nested("/", "/x"));
         assert!(!nested("/a", "/ab"));
-    }
-
-    #[test]
-    fn mounted_time_format() {
-        let t = std::time::Duration::new(86_400 + 3661, 5);
-        assert_eq!(
-            format_mounted_time(t),
-            "1970-01-02 01:01:01.000000005 +00:00:00"
-        );
     }
 }

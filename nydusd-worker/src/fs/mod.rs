@@ -7,6 +7,7 @@
 //! (the property failover and upgrade rely on).
 
 mod attr;
+mod filesystem;
 mod ops;
 pub mod stats;
 

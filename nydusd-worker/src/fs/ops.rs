@@ -1,14 +1,11 @@
-//! The FUSE operations. Reads of metadata go straight to the reader; every
-//! mutating operation is EROFS (the image is immutable).
+//! The work behind each FUSE operation: lookup, directory listing with
+//! resumable offsets, reads through the blob device, xattrs, access.
 
 use std::ffi::CStr;
 use std::io;
-use std::time::{Duration, Instant};
 
-use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn, FsOptions, OpenOptions};
 use fuse_backend_rs::api::filesystem::{
-    Context, DirEntry, Entry, FileSystem, GetxattrReply, ListxattrReply, SetattrValid,
-    ZeroCopyReader, ZeroCopyWriter,
+    Context, DirEntry, Entry, GetxattrReply, ListxattrReply, ZeroCopyWriter,
 };
 use nydus_protocol::rafs::FileKind;
 
@@ -19,13 +16,18 @@ type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 impl RafsFs {
     /// Runs one operation and reports it to metrics.
-    fn counted<T>(&self, op: Fop, ino: u64, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    pub(super) fn counted<T>(
+        &self,
+        op: Fop,
+        ino: u64,
+        f: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
         let r = f();
         self.stats.fop(op, ino, r.is_ok());
         r
     }
 
-    fn do_lookup(&self, parent: u64, name: &CStr) -> io::Result<Entry> {
+    pub(super) fn do_lookup(&self, parent: u64, name: &CStr) -> io::Result<Entry> {
         let name = name.to_bytes();
         let dir = self.inode(parent)?;
         if dir.kind() != Some(FileKind::Directory) {
@@ -54,7 +56,7 @@ impl RafsFs {
     /// Lists directory `ino` from FUSE offset `offset`: "." is offset 0,
     /// ".." 1, and the reader's entry at position p is p + 2. `emit`
     /// returns false once the reply buffer is full.
-    fn list_dir(
+    pub(super) fn list_dir(
         &self,
         ino: u64,
         offset: u64,
@@ -102,7 +104,7 @@ impl RafsFs {
         failed.map_or(Ok(()), Err)
     }
 
-    fn do_read(
+    pub(super) fn do_read(
         &self,
         ino: u64,
         w: &mut dyn ZeroCopyWriter,
@@ -144,7 +146,12 @@ impl RafsFs {
         self.reader.xattrs(ino).map_err(rafs_errno)
     }
 
-    fn do_getxattr(&self, ino: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
+    pub(super) fn do_getxattr(
+        &self,
+        ino: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
         let list = self.xattr_list(ino)?;
         let value = list
             .into_iter()
@@ -154,7 +161,7 @@ impl RafsFs {
         size_reply(value, size, GetxattrReply::Value, GetxattrReply::Count)
     }
 
-    fn do_listxattr(&self, ino: u64, size: u32) -> io::Result<ListxattrReply> {
+    pub(super) fn do_listxattr(&self, ino: u64, size: u32) -> io::Result<ListxattrReply> {
         let mut names = Vec::new();
         for (n, _) in self.xattr_list(ino)? {
             names.extend_from_slice(&n);
@@ -163,7 +170,7 @@ impl RafsFs {
         size_reply(names, size, ListxattrReply::Names, ListxattrReply::Count)
     }
 
-    fn do_access(&self, ctx: &Context, ino: u64, mask: u32) -> io::Result<()> {
+    pub(super) fn do_access(&self, ctx: &Context, ino: u64, mask: u32) -> io::Result<()> {
         let inode = self.inode(ino)?;
         let mask = mask as i32;
         if mask & libc::W_OK != 0 {
@@ -218,261 +225,5 @@ fn size_reply<R>(
         Err(errno(libc::ERANGE))
     } else {
         Ok(full(data))
-    }
-}
-
-impl FileSystem for RafsFs {
-    type Inode = u64;
-    type Handle = u64;
-
-    fn init(&self, _capable: FsOptions) -> io::Result<FsOptions> {
-        Ok(FsOptions::empty())
-    }
-
-    fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
-        self.counted(Fop::Lookup, parent, || self.do_lookup(parent, name))
-    }
-
-    fn forget(&self, _ctx: &Context, inode: u64, _count: u64) {
-        // Stateless: nothing to drop.
-        self.stats.fop(Fop::Forget, inode, true);
-    }
-
-    fn batch_forget(&self, _ctx: &Context, _requests: Vec<(u64, u64)>) {
-        self.stats.fop(Fop::BatchForget, 0, true);
-    }
-
-    fn getattr(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        _handle: Option<u64>,
-    ) -> io::Result<(stat64, Duration)> {
-        self.counted(Fop::Getattr, inode, || {
-            Ok((self.stat(&self.inode(inode)?), self.opts.ttl))
-        })
-    }
-
-    fn setattr(
-        &self,
-        _ctx: &Context,
-        _inode: u64,
-        _attr: stat64,
-        _handle: Option<u64>,
-        _valid: SetattrValid,
-    ) -> io::Result<(stat64, Duration)> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
-        self.counted(Fop::Readlink, inode, || {
-            if self.inode(inode)?.kind() != Some(FileKind::Symlink) {
-                return Err(errno(libc::EINVAL));
-            }
-            self.reader.readlink(inode).map_err(rafs_errno)
-        })
-    }
-
-    fn open(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        flags: u32,
-        _fuse_flags: u32,
-    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
-        self.counted(Fop::Open, inode, || {
-            let acc = flags as i32 & libc::O_ACCMODE;
-            if acc != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0 {
-                return Err(errno(libc::EROFS));
-            }
-            self.inode(inode)?;
-            // The data never changes: keep the page cache across opens so a
-            // warm re-read costs no request.
-            Ok((None, OpenOptions::KEEP_CACHE, None))
-        })
-    }
-
-    fn read(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        _handle: u64,
-        w: &mut dyn ZeroCopyWriter,
-        size: u32,
-        offset: u64,
-        _lock_owner: Option<u64>,
-        _flags: u32,
-    ) -> io::Result<usize> {
-        let start = Instant::now();
-        let r = self.do_read(inode, w, size, offset);
-        let bytes = *r.as_ref().unwrap_or(&0);
-        self.stats.read(inode, bytes, start.elapsed(), r.is_ok());
-        r
-    }
-
-    fn release(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        _flags: u32,
-        _handle: u64,
-        _flush: bool,
-        _flock_release: bool,
-        _lock_owner: Option<u64>,
-    ) -> io::Result<()> {
-        self.counted(Fop::Release, inode, || Ok(()))
-    }
-
-    fn statfs(&self, _ctx: &Context, inode: u64) -> io::Result<statvfs64> {
-        self.counted(Fop::Statfs, inode, || Ok(self.statfs_reply()))
-    }
-
-    fn getxattr(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        name: &CStr,
-        size: u32,
-    ) -> io::Result<GetxattrReply> {
-        self.counted(Fop::Getxattr, inode, || self.do_getxattr(inode, name, size))
-    }
-
-    fn listxattr(&self, _ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
-        self.counted(Fop::Listxattr, inode, || self.do_listxattr(inode, size))
-    }
-
-    fn opendir(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        _flags: u32,
-    ) -> io::Result<(Option<u64>, OpenOptions)> {
-        self.counted(Fop::Opendir, inode, || {
-            if self.inode(inode)?.kind() != Some(FileKind::Directory) {
-                return Err(errno(libc::ENOTDIR));
-            }
-            Ok((None, OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR))
-        })
-    }
-
-    fn readdir(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        _handle: u64,
-        _size: u32,
-        offset: u64,
-        add_entry: &mut dyn FnMut(DirEntry<'_>) -> io::Result<usize>,
-    ) -> io::Result<()> {
-        self.counted(Fop::Readdir, inode, || {
-            self.list_dir(inode, offset, &mut |e| Ok(add_entry(e)? > 0))
-        })
-    }
-
-    fn readdirplus(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        _handle: u64,
-        _size: u32,
-        offset: u64,
-        add_entry: &mut dyn FnMut(DirEntry<'_>, Entry) -> io::Result<usize>,
-    ) -> io::Result<()> {
-        self.counted(Fop::Readdirplus, inode, || {
-            self.list_dir(inode, offset, &mut |e| {
-                // The kernel takes no reference for "." and "..", so full
-                // entries are safe for them too (and keep d_ino non-zero).
-                let entry = self.entry(&self.inode(e.ino)?);
-                Ok(add_entry(e, entry)? > 0)
-            })
-        })
-    }
-
-    fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, _handle: u64) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
-        self.counted(Fop::Access, inode, || self.do_access(ctx, inode, mask))
-    }
-
-    // Everything below would change the image.
-
-    fn symlink(&self, _: &Context, _: &CStr, _: u64, _: &CStr) -> io::Result<Entry> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn mknod(&self, _: &Context, _: u64, _: &CStr, _: u32, _: u32, _: u32) -> io::Result<Entry> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn mkdir(&self, _: &Context, _: u64, _: &CStr, _: u32, _: u32) -> io::Result<Entry> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn unlink(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn rmdir(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn rename(&self, _: &Context, _: u64, _: &CStr, _: u64, _: &CStr, _: u32) -> io::Result<()> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn link(&self, _: &Context, _: u64, _: u64, _: &CStr) -> io::Result<Entry> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn create(
-        &self,
-        _: &Context,
-        _: u64,
-        _: &CStr,
-        _: CreateIn,
-    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn write(
-        &self,
-        _: &Context,
-        _: u64,
-        _: u64,
-        _: &mut dyn ZeroCopyReader,
-        _: u32,
-        _: u64,
-        _: Option<u64>,
-        _: bool,
-        _: u32,
-        _: u32,
-    ) -> io::Result<usize> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn fallocate(&self, _: &Context, _: u64, _: u64, _: u32, _: u64, _: u64) -> io::Result<()> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn setxattr(&self, _: &Context, _: u64, _: &CStr, _: &[u8], _: u32) -> io::Result<()> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn removexattr(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
-        Err(errno(libc::EROFS))
-    }
-
-    fn flush(&self, _: &Context, _: u64, _: u64, _: u64) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn fsync(&self, _: &Context, _: u64, _: bool, _: u64) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn fsyncdir(&self, _: &Context, _: u64, _: bool, _: u64) -> io::Result<()> {
-        Ok(())
     }
 }

@@ -26,9 +26,11 @@ impl FopSink for FsMetrics {
     }
 }
 
-/// Counts nothing.
+/// Counts nothing (tests).
+#[cfg(test)]
 pub struct NoStats;
 
+#[cfg(test)]
 impl FopSink for NoStats {
     fn fop(&self, _op: Fop, _ino: u64, _ok: bool) {}
 

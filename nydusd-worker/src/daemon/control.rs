@@ -1,0 +1,132 @@
+//! What the admin API sees of the daemon: `DaemonControl`, and the
+//! `GET /api/v1/daemon` body.
+
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use super::{lock, ConfigSource, Daemon, Event};
+use crate::api::{ApiError, DaemonControl};
+use crate::metrics::Metrics;
+
+impl Daemon {
+    fn mounts_json(&self) -> Value {
+        let mounts = lock(&self.mounts);
+        let mut out = serde_json::Map::new();
+        for (path, rec) in mounts.iter() {
+            let mounted = rec
+                .mounted_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            out.insert(
+                path.clone(),
+                json!({
+                    "backend_type": "Rafs",
+                    "mountpoint": path,
+                    "source": rec.source,
+                    "index": rec.index,
+                    "mounted_time": format_mounted_time(mounted),
+                    "config": rec.config.to_redacted_json(),
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
+/// Upstream's `mounted_time` format, `YYYY-MM-DD HH:MM:SS.nnnnnnnnn +00:00:00`.
+fn format_mounted_time(t: std::time::Duration) -> String {
+    let secs = t.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = crate::logging::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:09} +00:00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        t.subsec_nanos()
+    )
+}
+
+fn api_error(msg: String) -> ApiError {
+    if msg.contains("doesn't exist") {
+        ApiError::not_found(msg)
+    } else {
+        ApiError::internal(msg)
+    }
+}
+
+impl DaemonControl for Daemon {
+    fn info(&self) -> Value {
+        let v = crate::cli::version_info();
+        json!({
+            "version": v,
+            "id": self.id,
+            "supervisor": self.supervisor,
+            "state": lock(&self.state).as_str(),
+            "backend_collection": self.mounts_json(),
+        })
+    }
+
+    fn mount(
+        &self,
+        mountpoint: &str,
+        source: &str,
+        fs_type: &str,
+        config_text: &str,
+        prefetch_files: Option<Vec<String>>,
+    ) -> Result<(), ApiError> {
+        if fs_type != "rafs" {
+            return Err(ApiError::internal(format!(
+                "fs_type {fs_type:?} is not supported: only \"rafs\""
+            )));
+        }
+        // An image at the root would hide every other pseudo mount and the
+        // way to add more; the root image comes from --bootstrap instead.
+        if super::normalize_vfs_path(mountpoint).as_deref() == Ok("/") {
+            return Err(ApiError::bad_request(
+                "mountpoint / is refused: the API mounts images at sub-paths such as /image; \
+                 serve an image at the root with --bootstrap",
+            ));
+        }
+        let config = ConfigSource::Text {
+            text: config_text.to_string(),
+            origin: "mount request config".into(),
+        };
+        Daemon::mount(self, mountpoint, source.into(), &config, prefetch_files).map_err(api_error)
+    }
+
+    fn remount(&self, mountpoint: &str, source: &str, config_text: &str) -> Result<(), ApiError> {
+        let config = ConfigSource::Text {
+            text: config_text.to_string(),
+            origin: "remount request config".into(),
+        };
+        Daemon::remount(self, mountpoint, source.into(), &config).map_err(api_error)
+    }
+
+    fn umount(&self, mountpoint: &str) -> Result<(), ApiError> {
+        Daemon::umount(self, mountpoint).map_err(api_error)
+    }
+
+    fn exit(&self) {
+        let _ = self.events.send(Event::Exit);
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounted_time_format() {
+        let t = std::time::Duration::new(86_400 + 3661, 5);
+        assert_eq!(
+            format_mounted_time(t),
+            "1970-01-02 01:01:01.000000005 +00:00:00"
+        );
+    }
+}
