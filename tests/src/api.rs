@@ -267,11 +267,15 @@ pub fn is_fuse_mounted(dir: &Path) -> bool {
     })
 }
 
-/// A `nydusd` started by a test: killed, reaped and `umount -l`ed on drop.
+/// A `nydusd` with an API socket, started by a test: a [`Nydusd`] guard
+/// (killed and `umount -l`ed on drop) that also waits for the API and has a
+/// watchdog.
+///
+/// [`Nydusd`]: crate::mount::Nydusd
 pub struct Daemon {
-    child: Option<std::process::Child>,
     /// The pid the watchdog may kill; taken (None) before the child is reaped.
     watch: std::sync::Arc<std::sync::Mutex<Option<u32>>>,
+    pub inner: crate::mount::Nydusd,
     pub mountpoint: std::path::PathBuf,
     pub apisock: std::path::PathBuf,
     pub log: std::path::PathBuf,
@@ -287,31 +291,26 @@ impl Daemon {
         log: &Path,
         extra: &[&std::ffi::OsStr],
     ) -> Daemon {
-        std::fs::create_dir_all(mountpoint).expect("create mountpoint");
-        let out = std::fs::File::create(log).expect("create log file");
-        let err = out.try_clone().expect("clone log fd");
-        let child = std::process::Command::new(crate::nydusd_bin())
-            .arg("--mountpoint")
-            .arg(mountpoint)
-            .arg("--apisock")
-            .arg(apisock)
-            .args(extra)
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn nydusd");
-        let watch = std::sync::Arc::new(std::sync::Mutex::new(Some(child.id())));
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--mountpoint".as_ref(),
+            mountpoint.as_os_str(),
+            "--apisock".as_ref(),
+            apisock.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        let inner = crate::mount::Nydusd::start(mountpoint, log, &args);
+        let watch = std::sync::Arc::new(std::sync::Mutex::new(Some(inner.pid() as u32)));
         spawn_watchdog(std::sync::Arc::clone(&watch));
         let mut d = Daemon {
-            child: Some(child),
             watch,
+            inner,
             mountpoint: mountpoint.to_path_buf(),
             apisock: apisock.to_path_buf(),
             log: log.to_path_buf(),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = d.inner.try_wait() {
                 panic!(
                     "nydusd exited before serving ({status}); log:\n{}",
                     d.log_tail()
@@ -320,13 +319,13 @@ impl Daemon {
             let api_ok = request(apisock, "GET", "/api/v1/daemon", None)
                 .map(|r| r.status == 200)
                 .unwrap_or(false);
-            if api_ok && is_fuse_mounted(mountpoint) {
+            if api_ok {
                 return d;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "nydusd not serving after 30 s (mounted: {}, api: {api_ok}); log:\n{}",
-                is_fuse_mounted(mountpoint),
+                "nydusd API on {} not answering after 30 s; log:\n{}",
+                apisock.display(),
                 d.log_tail()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -356,7 +355,7 @@ impl Daemon {
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.inner.try_wait().is_none()
     }
 }
 
@@ -389,16 +388,8 @@ fn spawn_watchdog(watch: std::sync::Arc<std::sync::Mutex<Option<u32>>>) {
 }
 
 impl Drop for Daemon {
+    /// Disarms the watchdog; `inner` then kills, reaps and unmounts.
     fn drop(&mut self) {
         self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.mountpoint)
-            .stderr(std::process::Stdio::null())
-            .status();
     }
 }
