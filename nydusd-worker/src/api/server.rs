@@ -13,13 +13,16 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex, Semaphore};
 
 use super::routes::{handle, Shared};
 use super::DaemonControl;
 
 /// A client that sends headers this slowly is gone or hostile.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open connections served at once; more wait in the listen backlog, so a
+/// runaway client cannot exhaust the daemon's file descriptors or memory.
+const MAX_CONNECTIONS: usize = 64;
 /// How long a stop waits for handlers still running (a mount, say).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -131,7 +134,15 @@ pub fn spawn_api_server(
 }
 
 async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = &mut stop => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let stream = tokio::select! {
             _ = &mut stop => return,
             r = listener.accept() => match r {
@@ -154,6 +165,7 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>, mut stop: ones
             if let Err(e) = conn.await {
                 log::debug!("API connection: {e}");
             }
+            drop(permit);
         });
     }
 }
