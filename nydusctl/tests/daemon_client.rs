@@ -274,6 +274,33 @@ fn mount_and_umount() {
         "{\"device\": {\"backend\": {\"type\": \"localfs\"}}}\n"
     );
 
+    // `-t` may be left out: rafs.
+    let o = nydusctl(
+        Some(&d.sock()),
+        &["mount", "-s", "/b", "-c", cfg, "-m", "/t"],
+    );
+    assert_eq!(stdout(&o), "");
+    let seen = d.seen();
+    let body: Value = serde_json::from_str(&seen[1].2).unwrap();
+    assert_eq!(body["fs_type"], "rafs");
+    let o = nydusctl(
+        Some(&d.sock()),
+        &[
+            "mount",
+            "-s",
+            "/b",
+            "-c",
+            cfg,
+            "-m",
+            "/t",
+            "-t",
+            "passthrough",
+        ],
+    );
+    assert_eq!(stdout(&o), "");
+    let body: Value = serde_json::from_str(&d.seen()[2].2).unwrap();
+    assert_eq!(body["fs_type"], "passthrough_fs");
+
     // The fake says the mount is unknown: upstream's error line, exit 1.
     for args in [&["umount", "-m", "/sub"][..], &["umount", "/sub"]] {
         let o = nydusctl(Some(&d.sock()), args);
@@ -285,9 +312,9 @@ fn mount_and_umount() {
         );
     }
     let seen = d.seen();
-    assert_eq!(seen[1].0, "DELETE");
-    assert_eq!(seen[1].1, "/api/v1/mount?mountpoint=/sub");
-    assert_eq!(seen[2].1, "/api/v1/mount?mountpoint=/sub");
+    assert_eq!(seen[3].0, "DELETE");
+    assert_eq!(seen[3].1, "/api/v1/mount?mountpoint=/sub");
+    assert_eq!(seen[4].1, "/api/v1/mount?mountpoint=/sub");
 
     // A missing config file fails before any request.
     let o = nydusctl(
@@ -305,7 +332,7 @@ fn mount_and_umount() {
         ],
     );
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(d.seen().len(), 3);
+    assert_eq!(d.seen().len(), 5);
 }
 
 #[test]

@@ -108,8 +108,8 @@ pub struct MountArgs {
     /// Path inside the daemon's mountpoint, e.g. `/sub`.
     #[arg(short = 'm', long = "mountpoint")]
     mountpoint: String,
-    /// Filesystem type.
-    #[arg(short = 't', long = "type", value_enum)]
+    /// Filesystem type (upstream requires it; we default to rafs).
+    #[arg(short = 't', long = "type", value_enum, default_value = "rafs")]
     fs_type: FsType,
     #[command(flatten)]
     raw: RawFlag,
