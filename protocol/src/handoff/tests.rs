@@ -1,0 +1,144 @@
+use super::*;
+
+fn state() -> WorkerState {
+    WorkerState {
+        id: "m1".into(),
+        mountpoint: "/mnt/a".into(),
+        mounts: vec![MountEntry {
+            path: "/".into(),
+            bootstrap: "/img/bootstrap".into(),
+            config: "{\"device\":{}}".into(),
+            prefetch_files: Some(vec!["/etc".into()]),
+            index: 1,
+        }],
+        vfs_state: "00ff".into(),
+        fuse_init: Some(FuseInit {
+            in_flags: 3,
+            out_flags: 1,
+        }),
+        fuse_threads: 4,
+        apisock: Some("/run/nydus/m1.sock".into()),
+        log_level: "info".into(),
+        start_time: 1_700_000_000,
+    }
+}
+
+#[test]
+fn roundtrip_every_worker_message() {
+    let msgs = [
+        WorkerMsg::Register {
+            id: "m1".into(),
+            pid: 7,
+            version: "v".into(),
+            state: state(),
+        },
+        WorkerMsg::State { state: state() },
+        WorkerMsg::Takeover {
+            id: "m1".into(),
+            pid: 8,
+        },
+        WorkerMsg::Restore {
+            state: state(),
+            resend: true,
+        },
+        WorkerMsg::Stop,
+        WorkerMsg::Stopped,
+        WorkerMsg::Error {
+            message: "x".into(),
+        },
+    ];
+    for m in msgs {
+        let frame = encode(&m).unwrap();
+        let (body, used) = decode_frame(&frame).unwrap();
+        assert_eq!(used, frame.len());
+        assert_eq!(decode_body::<WorkerMsg>(body).unwrap(), m);
+    }
+    assert!(WorkerMsg::Restore {
+        state: state(),
+        resend: false
+    }
+    .carries_fd());
+    assert!(!WorkerMsg::Stop.carries_fd());
+}
+
+#[test]
+fn ctl_roundtrip() {
+    let r = CtlRequest::Upgrade {
+        target: None,
+        nydusd: Some("/bin/x".into()),
+    };
+    let f = encode(&r).unwrap();
+    assert_eq!(
+        decode_body::<CtlRequest>(decode_frame(&f).unwrap().0).unwrap(),
+        r
+    );
+}
+
+#[test]
+fn two_frames_back_to_back() {
+    let mut buf = encode(&WorkerMsg::Stop).unwrap();
+    buf.extend(encode(&WorkerMsg::Stopped).unwrap());
+    let (b1, n1) = decode_frame(&buf).unwrap();
+    assert_eq!(decode_body::<WorkerMsg>(b1).unwrap(), WorkerMsg::Stop);
+    let (b2, _) = decode_frame(&buf[n1..]).unwrap();
+    assert_eq!(decode_body::<WorkerMsg>(b2).unwrap(), WorkerMsg::Stopped);
+}
+
+#[test]
+fn truncated_frames_ask_for_more() {
+    let frame = encode(&WorkerMsg::Register {
+        id: "a".into(),
+        pid: 1,
+        version: "v".into(),
+        state: state(),
+    })
+    .unwrap();
+    for cut in 0..frame.len() {
+        match decode_frame(&frame[..cut]) {
+            Err(FrameError::Truncated { need }) => assert!(need > cut),
+            other => panic!("cut {cut}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn garbage_is_refused() {
+    assert_eq!(
+        decode_frame(b"GET / HTTP/1.1\r\n\r\n"),
+        Err(FrameError::BadMagic)
+    );
+    assert_eq!(decode_frame(b"X"), Err(FrameError::BadMagic));
+    let mut frame = encode(&WorkerMsg::Stop).unwrap();
+    let mut v2 = frame.clone();
+    v2[4] = 9;
+    assert_eq!(decode_frame(&v2), Err(FrameError::BadVersion(9)));
+    let mut big = frame.clone();
+    big[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(decode_frame(&big), Err(FrameError::TooLarge(_))));
+    let last = frame.len() - 2;
+    frame[last] ^= 0x20;
+    assert!(matches!(
+        decode_frame(&frame),
+        Err(FrameError::Checksum { .. })
+    ));
+    // A valid frame whose body is not a message.
+    let junk = encode_frame(b"{\"type\":\"launch\"}").unwrap();
+    let (body, _) = decode_frame(&junk).unwrap();
+    assert!(matches!(
+        decode_body::<WorkerMsg>(body),
+        Err(FrameError::Json(_))
+    ));
+    assert!(encode_frame(&vec![0; MAX_BODY + 1]).is_err());
+}
+
+#[test]
+fn errors_are_one_line() {
+    for e in [
+        FrameError::BadMagic,
+        FrameError::BadVersion(2),
+        FrameError::TooLarge(1),
+        FrameError::Truncated { need: 3 },
+    ] {
+        assert!(!e.to_string().contains('\n'));
+    }
+}
