@@ -96,6 +96,7 @@ fn plan(cli: &Cli) -> Result<Plan, StartError> {
             text: std::fs::read_to_string(path)
                 .map_err(|e| format!("--config {}: {e}", path.display()))?,
             origin: path.display().to_string(),
+            image_pull_auth: std::env::var("IMAGE_PULL_AUTH").ok(),
         }),
         (None, Some(dir)) => {
             if !dir.is_dir() {

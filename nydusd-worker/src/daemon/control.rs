@@ -92,6 +92,7 @@ impl DaemonControl for Daemon {
         let config = ConfigSource::Text {
             text: config_text.to_string(),
             origin: "mount request config".into(),
+            image_pull_auth: None,
         };
         Daemon::mount(self, mountpoint, source.into(), &config, prefetch_files).map_err(api_error)
     }
@@ -100,6 +101,7 @@ impl DaemonControl for Daemon {
         let config = ConfigSource::Text {
             text: config_text.to_string(),
             origin: "remount request config".into(),
+            image_pull_auth: None,
         };
         Daemon::remount(self, mountpoint, source.into(), &config).map_err(api_error)
     }
