@@ -23,6 +23,23 @@ pub trait Backend: Send + Sync {
 
     /// Metric name of the backend type (`localfs`, `registry`, `oss`, ...).
     fn kind(&self) -> &'static str;
+
+    /// Wire-level counters of a network backend (requests, retries, proxy,
+    /// auth); `None` for local backends.
+    #[allow(dead_code)] // for the storage metrics to include
+    fn http_metrics(&self) -> Option<super::http::HttpMetrics> {
+        None
+    }
+
+    /// New registry credentials at run time (`PUT /api/v1/config` key
+    /// `registry_auth`): base64 of `user:password`, `None` for anonymous.
+    #[allow(dead_code)] // for the config API to call
+    fn set_auth(&self, _auth: Option<nydus_protocol::config::Secret>) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the {} backend has no registry credentials", self.kind()),
+        ))
+    }
 }
 
 /// The localfs backend (reference §4.5): `<dir>/<id>`, else the first

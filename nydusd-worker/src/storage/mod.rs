@@ -9,6 +9,7 @@ mod cache;
 mod chunk_map;
 mod device;
 mod fetch;
+pub mod http;
 mod inflight;
 mod metrics;
 #[cfg(test)]
