@@ -220,6 +220,8 @@ fn metrics_categories() {
     assert!(out.contains("Getattr(1) "), "{out}");
     let out = stdout(&nydusctl(Some(&d.sock()), &["--raw", "metrics", "fsstats"]));
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["id"], "/");
+    let out = stdout(&nydusctl(Some(&d.sock()), &["metrics"]));
+    assert!(out.contains("FOP Counters:"), "{out}");
     let out = stdout(&nydusctl(Some(&d.sock()), &["metrics", "inflight"]));
     assert_eq!(out, "");
     let targets: Vec<String> = d.seen().into_iter().map(|(_, t, _)| t).collect();
@@ -229,6 +231,7 @@ fn metrics_categories() {
             "/api/v1/metrics/backend",
             "/api/v1/metrics/blobcache",
             "/api/v1/metrics/blobcache?id=/a%20b",
+            "/api/v1/metrics",
             "/api/v1/metrics",
             "/api/v1/metrics",
             "/api/v1/metrics/inflight"

@@ -74,7 +74,8 @@ pub enum Category {
 
 #[derive(Args, Debug)]
 pub struct MetricsArgs {
-    #[arg(value_enum)]
+    /// Which metrics (upstream requires it; we default to fsstats).
+    #[arg(value_enum, default_value = "fsstats")]
     category: Category,
     /// Refresh every this many seconds, printing the change (backend only).
     #[arg(short = 'I', long = "interval")]
