@@ -24,7 +24,13 @@ use crate::storage::{BlobDevice, CacheMode, LocalFs, StorageConfig};
 #[derive(Clone, Debug)]
 pub enum ConfigSource {
     /// A config file's text; `origin` names it in messages.
-    Text { text: String, origin: String },
+    /// `image_pull_auth` (the `IMAGE_PULL_AUTH` environment variable, for
+    /// the `--config` file only) replaces the registry auth.
+    Text {
+        text: String,
+        origin: String,
+        image_pull_auth: Option<String>,
+    },
     /// `--localfs-dir DIR`.
     LocalfsDir(PathBuf),
 }
@@ -33,10 +39,21 @@ pub enum ConfigSource {
 pub fn load_config(source: &ConfigSource) -> Result<DaemonConfig, String> {
     match source {
         ConfigSource::LocalfsDir(dir) => Ok(nydus_protocol::config::localfs_dir_config(dir)),
-        ConfigSource::Text { text, origin } => {
-            let parsed = parse_daemon_config(text, origin).map_err(|e| e.to_string())?;
+        ConfigSource::Text {
+            text,
+            origin,
+            image_pull_auth,
+        } => {
+            let mut parsed = parse_daemon_config(text, origin).map_err(|e| e.to_string())?;
             for w in &parsed.warnings {
                 log::warn!("{w}");
+            }
+            if let Some(auth) = image_pull_auth {
+                if nydus_protocol::config::apply_image_pull_auth(&mut parsed.config, auth)
+                    .map_err(|e| e.to_string())?
+                {
+                    log::info!("registry auth taken from IMAGE_PULL_AUTH");
+                }
             }
             Ok(parsed.config)
         }
