@@ -6,9 +6,7 @@
 //! 1, so they depend only on the sequence of mounts.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -17,13 +15,14 @@ use std::time::SystemTime;
 
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::api::{Vfs, VfsOptions};
-use fuse_backend_rs::transport::FuseDevWriter;
 use nydus_protocol::config::DaemonConfig;
+use nydus_protocol::rafs::Reader;
 
 use crate::instance::{self, ConfigSource, OpenRequest};
 use crate::metrics::Metrics;
 
 mod control;
+mod inval;
 
 /// What wakes the main loop.
 #[derive(Debug)]
@@ -65,6 +64,8 @@ pub struct MountRecord {
     pub mounted_at: SystemTime,
     /// Set on umount to stop this instance's prefetch.
     pub cancel_prefetch: Arc<AtomicBool>,
+    /// To walk the image when invalidating the kernel's caches of it.
+    pub reader: Arc<dyn Reader>,
 }
 
 pub struct Daemon {
@@ -190,11 +191,10 @@ impl Daemon {
             self.metrics.remove(&path);
         }
         drop(mounts);
-        if result.is_ok() {
-            // The kernel may have cached a negative entry here.
-            self.invalidate_path(&path);
-        }
-        result
+        result?;
+        // The kernel may have cached a negative entry here.
+        self.invalidate_path(&path);
+        Ok(())
     }
 
     /// Replaces the instance at `path` with `source` + `config` in one step
@@ -221,14 +221,17 @@ impl Daemon {
             self.metrics.add_fs(&path, old_opts);
         }
         drop(mounts);
-        if result.is_ok() {
-            self.invalidate_path(&path);
+        let old = result?;
+        self.invalidate_path(&path);
+        if let Some(old) = old {
+            self.invalidate_image(old.index, &*old.reader);
         }
-        result
+        Ok(())
     }
 
     /// Opens the instance and puts it at `path` in the Vfs (over any
-    /// instance already there), then records it. Called with the table lock.
+    /// instance already there), then records it and returns the record it
+    /// replaced. Called with the table lock.
     fn attach(
         &self,
         mounts: &mut BTreeMap<String, MountRecord>,
@@ -236,7 +239,7 @@ impl Daemon {
         source: PathBuf,
         parsed: DaemonConfig,
         prefetch_files: Option<Vec<String>>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<MountRecord>, String> {
         let fs_metrics = self
             .metrics
             .add_fs(path, instance::metrics_options(&parsed));
@@ -262,7 +265,7 @@ impl Daemon {
         let cancel = Arc::new(AtomicBool::new(false));
         instance::start_prefetch(
             path,
-            reader,
+            reader.clone(),
             device,
             &parsed,
             prefetch_files.clone(),
@@ -275,11 +278,13 @@ impl Daemon {
             index,
             mounted_at: SystemTime::now(),
             cancel_prefetch: cancel,
+            reader,
         };
-        if let Some(old) = mounts.insert(path.to_string(), record) {
+        let old = mounts.insert(path.to_string(), record);
+        if let Some(old) = &old {
             old.cancel_prefetch.store(true, Ordering::Relaxed);
         }
-        Ok(())
+        Ok(old)
     }
 
     /// Removes the instance at `path`, and its pseudo directory with it.
@@ -292,53 +297,18 @@ impl Daemon {
         self.vfs
             .umount(&path)
             .map_err(|e| format!("mountpoint {path}: {e}"))?;
-        if let Some(rec) = mounts.remove(&path) {
-            rec.cancel_prefetch.store(true, Ordering::Relaxed);
-        }
+        let old = mounts.remove(&path);
         drop(mounts);
         self.metrics.remove(&path);
         log::info!("unmounted {path}");
-        // Drop the kernel's dentries (and with them the inodes) of the old
-        // image, so a later image at the same index is never confused with it.
+        // Drop the kernel's dentries and cached attributes of the old image,
+        // so a later image at the same index is never confused with it.
         self.invalidate_path(&path);
+        if let Some(old) = old {
+            old.cancel_prefetch.store(true, Ordering::Relaxed);
+            self.invalidate_image(old.index, &*old.reader);
+        }
         Ok(())
-    }
-
-    /// Sends FUSE_NOTIFY_INVAL_ENTRY for the last component of `path`
-    /// (for `/`, for every top-level name). Failures only mean the kernel
-    /// had nothing cached.
-    fn invalidate_path(&self, path: &str) {
-        let notifier = lock(&self.notifier);
-        let Some(file) = notifier.as_ref() else {
-            return;
-        };
-        let pseudo = self.vfs.get_root_pseudofs();
-        let Some((parent_path, name)) = path.rsplit_once('/') else {
-            return;
-        };
-        if name.is_empty() {
-            return;
-        }
-        let parent = if parent_path.is_empty() {
-            "/"
-        } else {
-            parent_path
-        };
-        let Ok(Some(parent_ino)) = pseudo.path_walk(parent) else {
-            return;
-        };
-        let Ok(cname) = CString::new(name) else {
-            return;
-        };
-        let mut buf = vec![0u8; 4096];
-        match FuseDevWriter::<()>::new(file.as_raw_fd(), &mut buf) {
-            Ok(w) => {
-                if let Err(e) = self.server.notify_inval_entry(w, parent_ino, &cname) {
-                    log::debug!("invalidate {path}: {e}");
-                }
-            }
-            Err(e) => log::debug!("invalidate {path}: {e}"),
-        }
     }
 }
 
