@@ -1,0 +1,31 @@
+//! What the supervisor handoff (`crate::supervised`) needs from the daemon:
+//! the Vfs (snapshot/restore) and the mount table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fuse_backend_rs::api::Vfs;
+
+use super::{lock, Daemon};
+
+impl Daemon {
+    /// The Vfs, for the handoff's snapshot and restore.
+    pub fn vfs(&self) -> &Arc<Vfs> {
+        &self.vfs
+    }
+
+    /// (Vfs path, bootstrap, index, prefetch files) of every mount.
+    pub fn mount_table(&self) -> Vec<(String, PathBuf, u8, Option<Vec<String>>)> {
+        lock(&self.mounts)
+            .iter()
+            .map(|(p, r)| {
+                (
+                    p.clone(),
+                    r.source.clone(),
+                    r.index,
+                    r.prefetch_files.clone(),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,99 @@
+//! A handoff connection: `protocol::handoff` frames over a unix stream,
+//! with fds passed beside them (SCM_RIGHTS).
+//!
+//! The same small type exists in nydusctl's supervisor; the two binaries
+//! share only the wire format (in `protocol`), not code.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::io::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nydus_protocol::handoff::{decode_body, decode_frame, encode, FrameError, WorkerMsg};
+use sendfd::{RecvWithFd, SendWithFd};
+
+pub struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    fds: VecDeque<File>,
+}
+
+fn proto_err(e: FrameError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl Conn {
+    pub fn new(stream: UnixStream) -> Self {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            fds: VecDeque::new(),
+        }
+    }
+
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Sends `msg`, with `fd` attached to its first byte when given.
+    pub fn send(&self, msg: &WorkerMsg, fd: Option<RawFd>) -> io::Result<()> {
+        let frame = encode(msg).map_err(proto_err)?;
+        let mut sent = match fd {
+            Some(fd) => self.stream.send_with_fd(&frame, &[fd])?,
+            None => 0,
+        };
+        if fd.is_some() && sent == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed"));
+        }
+        while sent < frame.len() {
+            sent += (&self.stream).write(&frame[sent..])?;
+        }
+        Ok(())
+    }
+
+    /// Receives the next message and, for a message that carries one, its fd.
+    /// EOF is `UnexpectedEof`; a read timeout set on the stream applies.
+    pub fn recv(&mut self) -> io::Result<(WorkerMsg, Option<File>)> {
+        loop {
+            match decode_frame(&self.buf) {
+                Ok((body, used)) => {
+                    let msg: WorkerMsg = decode_body(body).map_err(proto_err)?;
+                    self.buf.drain(..used);
+                    let fd = if msg.carries_fd() {
+                        self.fds.pop_front()
+                    } else {
+                        None
+                    };
+                    return Ok((msg, fd));
+                }
+                Err(FrameError::Truncated { .. }) => {}
+                Err(e) => return Err(proto_err(e)),
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut fds = [-1 as RawFd; 4];
+            let (n, nfds) = self.stream.recv_with_fd(&mut chunk, &mut fds)?;
+            for &fd in &fds[..nfds] {
+                // SAFETY: the kernel just installed this fd in our table
+                // for us; nothing else owns it.
+                let file = unsafe { File::from_raw_fd(fd) };
+                set_cloexec(&file);
+                self.fds.push_back(file);
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the supervisor closed the connection",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Received fds are not close-on-exec; a worker never passes them to a
+/// child, so make sure of it.
+fn set_cloexec(file: &File) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let _ = fcntl(file, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+}

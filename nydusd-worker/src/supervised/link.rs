@@ -1,0 +1,144 @@
+//! The registration link a serving worker keeps with its supervisor.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nydus_protocol::handoff::{MountEntry, WorkerMsg, WorkerState};
+
+use super::Conn;
+use crate::daemon::{Daemon, Event};
+
+/// Everything the link needs to describe this worker.
+pub struct Link {
+    pub supervisor: PathBuf,
+    pub id: String,
+    pub daemon: Arc<Daemon>,
+    /// A dup of the `/dev/fuse` fd, sent with every registration.
+    pub fuse: File,
+    pub events: Sender<Event>,
+    /// mountpoint, threads, apisock, log level, start time; mounts are
+    /// filled in from the daemon's table.
+    pub base: WorkerState,
+    /// Config text by Vfs path (the parsed config cannot be turned back
+    /// into the user's text, and a successor must re-parse the original).
+    pub configs: HashMap<String, String>,
+}
+
+/// Starts the link thread. `conn` is the successor's takeover connection,
+/// reused so the supervisor sees the registration on it.
+pub fn attach(link: Link, conn: Option<Conn>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("supervisor-link".into())
+        .spawn(move || run(link, conn))
+        .map(|_| ())
+        .map_err(|e| format!("starting the supervisor link thread: {e}"))
+}
+
+fn run(link: Link, mut conn: Option<Conn>) {
+    wait_initialized(&link.daemon);
+    let mut logged = false;
+    loop {
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match UnixStream::connect(&link.supervisor) {
+                Ok(s) => Conn::new(s),
+                Err(e) => {
+                    if !logged {
+                        log::warn!(
+                            "supervisor {} unreachable ({e}); retrying until it is back",
+                            link.supervisor.display()
+                        );
+                        logged = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
+        logged = false;
+        let register = WorkerMsg::Register {
+            id: link.id.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            state: state(&link),
+        };
+        if let Err(e) = c.send(&register, Some(link.fuse.as_raw_fd())) {
+            log::warn!("registering with the supervisor: {e}; retrying");
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        log::info!("registered with the supervisor as {}", link.id);
+        loop {
+            match c.recv() {
+                Ok((WorkerMsg::Stop, _)) => {
+                    log::info!("supervisor: stop (a successor serves); leaving the mount");
+                    let _ = link.events.send(Event::Exit);
+                    // Keep the connection open until the process exits, so
+                    // the supervisor's EOF means "gone".
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                Ok((WorkerMsg::Error { message }, _)) => {
+                    log::error!("supervisor refused registration: {message}");
+                    std::thread::sleep(Duration::from_secs(5));
+                    break;
+                }
+                Ok((other, _)) => log::warn!("supervisor sent unexpected {other:?}; ignored"),
+                Err(e) => {
+                    log::warn!("supervisor link lost ({e}); reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The state is only useful once the kernel's INIT is processed (the Vfs
+/// snapshot carries the negotiated options).
+fn wait_initialized(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !daemon.vfs().initialized() {
+        if Instant::now() > deadline {
+            log::warn!("FUSE INIT not seen after 10 s; registering anyway");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn state(link: &Link) -> WorkerState {
+    let mut st = link.base.clone();
+    st.mounts = link
+        .daemon
+        .mount_table()
+        .into_iter()
+        .filter_map(|(path, source, index, prefetch_files)| {
+            let Some(config) = link.configs.get(&path) else {
+                log::warn!("no config text for mount {path}; a successor will not restore it");
+                return None;
+            };
+            Some(MountEntry {
+                path,
+                bootstrap: source.display().to_string(),
+                config: config.clone(),
+                prefetch_files,
+                index,
+            })
+        })
+        .collect();
+    st.vfs_state = match link.daemon.vfs().save_to_bytes() {
+        Ok(b) => hex::encode(b),
+        Err(e) => {
+            log::error!("saving the vfs snapshot: {e}");
+            String::new()
+        }
+    };
+    st
+}

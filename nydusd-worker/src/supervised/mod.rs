@@ -1,0 +1,228 @@
+//! Running under `nydusctl supervise` (`--supervisor SOCK --id ID`).
+//!
+//! * A serving worker connects to the supervisor's worker socket, registers
+//!   with a dup of its `/dev/fuse` fd and its state (`protocol::handoff`),
+//!   and keeps the connection: the supervisor learns of its death by EOF,
+//!   and sends `Stop` on it for an upgrade. If the supervisor goes away the
+//!   worker reconnects and registers again.
+//! * A successor (`--upgrade`) asks for the kept fd and state, re-opens the
+//!   same images at the same Vfs indices (so inode numbers are unchanged),
+//!   serves the same fd, and after a crash asks the kernel to resend what
+//!   the dead worker had read (`FUSE_NOTIFY_RESEND`).
+
+mod conn;
+mod link;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuse_backend_rs::transport::{FuseDevWriter, FuseSession};
+use nydus_protocol::handoff::{WorkerMsg, WorkerState};
+
+use crate::cli::Cli;
+use crate::daemon::{Daemon, Event};
+use crate::instance::ConfigSource;
+
+pub use conn::Conn;
+pub use link::{attach, Link};
+
+/// How long a successor waits for the supervisor's reply.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a successor got from the supervisor.
+pub struct Takeover {
+    pub conn: Conn,
+    pub state: WorkerState,
+    pub fuse: File,
+    pub resend: bool,
+}
+
+/// Connects to `sup`, asks for the fd and state kept for `id`.
+pub fn takeover(sup: &Path, id: &str) -> Result<Takeover, String> {
+    let stream = UnixStream::connect(sup).map_err(|e| {
+        format!(
+            "--upgrade: connecting to the supervisor at {}: {e}; is `nydusctl supervise` running?",
+            sup.display()
+        )
+    })?;
+    let _ = stream.set_read_timeout(Some(TAKEOVER_TIMEOUT));
+    let mut conn = Conn::new(stream);
+    let pid = std::process::id();
+    conn.send(
+        &WorkerMsg::Takeover {
+            id: id.to_string(),
+            pid,
+        },
+        None,
+    )
+    .map_err(|e| format!("--upgrade: asking the supervisor for mount {id}: {e}"))?;
+    let (msg, fd) = conn
+        .recv()
+        .map_err(|e| format!("--upgrade: waiting for the state of mount {id}: {e}"))?;
+    let _ = conn.stream().set_read_timeout(None);
+    match (msg, fd) {
+        (WorkerMsg::Restore { state, resend }, Some(fuse)) => Ok(Takeover {
+            conn,
+            state,
+            fuse,
+            resend,
+        }),
+        (WorkerMsg::Restore { .. }, None) => {
+            Err("--upgrade: the supervisor sent no /dev/fuse fd; restart the mount".into())
+        }
+        (WorkerMsg::Error { message }, _) => Err(format!("--upgrade: supervisor: {message}")),
+        (other, _) => Err(format!("--upgrade: unexpected reply {other:?}")),
+    }
+}
+
+impl Takeover {
+    /// Re-opens every image in index order on the fresh Vfs (so each gets
+    /// its old index and inode numbers are unchanged), then restores the
+    /// Vfs snapshot: the negotiated INIT options and the pseudo tree. The
+    /// successor never sees a FUSE INIT.
+    pub fn restore(&self, daemon: &Daemon) -> Result<(), String> {
+        let mut mounts = self.state.mounts.clone();
+        mounts.sort_by_key(|m| m.index);
+        for m in &mounts {
+            let config = ConfigSource::Text {
+                text: m.config.clone(),
+                origin: format!("handed-over config of {}", m.path),
+                image_pull_auth: None,
+            };
+            daemon.mount(
+                &m.path,
+                PathBuf::from(&m.bootstrap),
+                &config,
+                m.prefetch_files.clone(),
+            )?;
+        }
+        let got: Vec<(String, u8)> = daemon
+            .mount_table()
+            .into_iter()
+            .map(|(p, _, i, _)| (p, i))
+            .collect();
+        for m in &mounts {
+            if !got.contains(&(m.path.clone(), m.index)) {
+                return Err(format!(
+                    "--upgrade: mount {} would get a different index than {} (inode numbers would change); restart the mount with `nydusctl umount` + `mount`",
+                    m.path, m.index
+                ));
+            }
+        }
+        let mut bytes = hex::decode(&self.state.vfs_state)
+            .map_err(|e| format!("--upgrade: state has a bad vfs snapshot: {e}"))?;
+        if !bytes.is_empty() {
+            daemon
+                .vfs()
+                .restore_from_bytes(&mut bytes)
+                .map_err(|e| format!("--upgrade: restoring the vfs snapshot: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// A session over the handed-over fd; nothing is mounted.
+    pub fn session(&self) -> Result<FuseSession, String> {
+        let mp = Path::new(&self.state.mountpoint);
+        let mut se = FuseSession::new(mp, "rafs", "", true)
+            .map_err(|e| format!("--upgrade: mountpoint {}: {e}", mp.display()))?;
+        let file = self
+            .fuse
+            .try_clone()
+            .map_err(|e| format!("--upgrade: dup of the /dev/fuse fd: {e}"))?;
+        se.set_fuse_file(file);
+        Ok(se)
+    }
+
+    /// After a crash: have the kernel queue again what the dead worker had
+    /// read but not answered. Call once threads are serving.
+    pub fn resend_if_needed(&self, daemon: &Daemon, policy: &str) {
+        if !self.resend {
+            return;
+        }
+        if policy == "none" {
+            log::warn!(
+                "failover policy none: requests the previous worker had read stay unanswered"
+            );
+            return;
+        }
+        let mut buf = vec![0u8; 4096];
+        let result = FuseDevWriter::<()>::new(self.fuse.as_raw_fd(), &mut buf)
+            .map_err(|e| e.to_string())
+            .and_then(|w| daemon.server().notify_resend(w).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => log::info!("takeover: FUSE_NOTIFY_RESEND sent"),
+            Err(e) => log::warn!(
+                "takeover: FUSE_NOTIFY_RESEND failed ({e}); the kernel needs Linux 6.9+: requests the crashed worker had read may hang"
+            ),
+        }
+    }
+}
+
+/// Starts the supervisor link of a serving worker (fresh or successor).
+/// `root` is the `--bootstrap` mount of a fresh worker: its Vfs path and
+/// config.
+pub fn start_link(
+    cli: &Cli,
+    daemon: Arc<Daemon>,
+    fuse: Option<File>,
+    events: Sender<Event>,
+    root: Option<(&str, &ConfigSource)>,
+    takeover: Option<Takeover>,
+    start_time: i64,
+) -> Result<(), String> {
+    let Some(supervisor) = cli.supervisor.clone() else {
+        return Ok(());
+    };
+    let id = cli
+        .id
+        .clone()
+        .ok_or("--supervisor needs --id: the mount id the supervisor knows this worker by")?;
+    let fuse = fuse.ok_or("--supervisor: no /dev/fuse fd to hand over")?;
+    let mut configs = HashMap::new();
+    let mut mountpoint = cli
+        .mountpoint
+        .as_ref()
+        .and_then(|m| m.canonicalize().ok())
+        .map(|m| m.display().to_string())
+        .unwrap_or_default();
+    if let Some((path, ConfigSource::Text { text, .. })) = root {
+        configs.insert(path.to_string(), text.clone());
+    }
+    let conn = match takeover {
+        Some(t) => {
+            for m in &t.state.mounts {
+                configs.insert(m.path.clone(), m.config.clone());
+            }
+            mountpoint = t.state.mountpoint.clone();
+            Some(t.conn)
+        }
+        None => None,
+    };
+    let base = WorkerState {
+        id: id.clone(),
+        mountpoint,
+        fuse_threads: cli.fuse_threads,
+        apisock: cli.apisock.as_ref().map(|p| p.display().to_string()),
+        log_level: cli.log_level.clone(),
+        start_time,
+        ..WorkerState::default()
+    };
+    attach(
+        Link {
+            supervisor,
+            id,
+            daemon,
+            fuse,
+            events,
+            base,
+            configs,
+        },
+        conn,
+    )
+}
