@@ -13,6 +13,7 @@ mod logging;
 mod metrics;
 mod run;
 mod storage;
+mod supervised;
 
 fn main() -> std::process::ExitCode {
     run::main()

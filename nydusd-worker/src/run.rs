@@ -76,8 +76,8 @@ fn plan(cli: &Cli) -> Result<Plan, StartError> {
     if cli.shared_dir.is_some() {
         return Err("--shared-dir: the passthrough driver is not supported; serve RAFS images with --bootstrap".into());
     }
-    if cli.upgrade {
-        return Err("--upgrade: takeover from a supervisor is not supported by this build".into());
+    if cli.upgrade && cli.supervisor.is_none() {
+        return Err("--upgrade needs --supervisor: only a supervisor can hand over a mount".into());
     }
     if cli.writable {
         return Err("--writable: only read-only mounts are supported".into());
@@ -163,10 +163,26 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         .thread_block()
         .map_err(|e| format!("blocking signals: {e}"))?;
 
-    let mountpoint = check_mountpoint(&plan.mountpoint)?;
-    let start_time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    // A supervised successor takes the fd and state of a live mount.
+    let takeover = match (&cli.supervisor, cli.upgrade) {
+        (Some(sup), true) => Some(crate::supervised::takeover(
+            sup,
+            cli.id.as_deref().unwrap_or_default(),
+        )?),
+        _ => None,
+    };
+    let mountpoint = match &takeover {
+        Some(t) => PathBuf::from(&t.state.mountpoint),
+        None => check_mountpoint(&plan.mountpoint)?,
+    };
+    let start_time = takeover.as_ref().map_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        },
+        |t| t.state.start_time,
+    );
     let (tx, rx) = mpsc::channel();
     let daemon = Arc::new(Daemon::new(
         start_time,
@@ -174,6 +190,9 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         cli.supervisor.clone(),
         tx.clone(),
     ));
+    if let Some(t) = &takeover {
+        t.restore(&daemon)?;
+    }
     if let Some((bootstrap, config, prefetch)) = &plan.bootstrap {
         daemon.mount(
             &plan.virtual_mountpoint,
@@ -187,13 +206,19 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     // one line on stderr.
     raise_nofile(cli.rlimit_nofile);
 
-    let session = FuseService::mount(&mountpoint)?;
+    let session = match &takeover {
+        Some(t) => t.session()?,
+        None => FuseService::mount(&mountpoint)?,
+    };
     // On error the session is dropped inside `start`, which unmounts.
     let service = FuseService::start(session, daemon.server(), cli.fuse_threads, tx.clone())?;
     if let Some(fd) = service.notifier() {
         daemon.set_notifier(fd);
     }
     daemon.set_state(State::Running);
+    if let Some(t) = &takeover {
+        t.resend_if_needed(&daemon, &cli.failover_policy);
+    }
     log::info!(
         "nydusd serving {} with {} threads",
         mountpoint.display(),
@@ -213,6 +238,20 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         }
         None => None,
     };
+
+    let root = plan
+        .bootstrap
+        .as_ref()
+        .map(|(_, config, _)| (plan.virtual_mountpoint.as_str(), config));
+    crate::supervised::start_link(
+        &cli,
+        daemon.clone(),
+        service.notifier(),
+        tx.clone(),
+        root,
+        takeover,
+        start_time,
+    )?;
 
     std::thread::Builder::new()
         .name("signals".into())

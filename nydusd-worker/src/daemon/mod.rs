@@ -22,6 +22,7 @@ use crate::instance::{self, ConfigSource, OpenRequest};
 use crate::metrics::Metrics;
 
 mod control;
+mod handoff;
 mod inval;
 
 /// What wakes the main loop.
