@@ -1,10 +1,15 @@
 //! Pseudo mounts (reference §9): a daemon started without `--bootstrap`
 //! serves an empty root; images are mounted and unmounted at sub-paths
 //! through the API, and what the kernel shows must follow at once: no stale
-//! entries of an earlier image, unmounted paths gone, other mounts serving.
+//! entries of an earlier image, unmounted paths gone, other mounts serving
+//! (read by four threads all along).
 
 use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use nydus_e2e::api::{self, Daemon, V1Config};
 use nydus_e2e::{fixtures, source, Fixture};
@@ -265,6 +270,8 @@ fn pseudo_mount_umount_cycles_leave_no_stale_entries() {
     let mnt = d.mountpoint.clone();
     mount_ok(&d, "/keep", &imgs[0]);
     let keep_file = imgs[0].files[imgs[0].files.len() / 2].0.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers = keep_readers(&mnt.join("keep"), &imgs[0], &stop);
 
     for i in 0..CYCLES {
         let sub = format!("/c{}", i % 10);
@@ -304,5 +311,51 @@ fn pseudo_mount_umount_cycles_leave_no_stale_entries() {
             assert_eq!(mounted_paths(&d), ["/keep"], "cycle {i}: mount table");
         }
     }
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        let n = r
+            .join()
+            .expect("reader thread panicked")
+            .unwrap_or_else(|e| panic!("reader of /keep during the cycles: {e}"));
+        assert!(n > 0, "a reader of /keep read nothing during the cycles");
+    }
     imgs[0].check_tree(&mnt.join("keep"), started);
+}
+
+/// Threads reading whole files of the image at `at` (past the kernel's page
+/// cache) until `stop`; each returns how many files it read or the first
+/// failure.
+fn keep_readers(
+    at: &Path,
+    img: &Image,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Result<u64, String>>> {
+    let files = Arc::new(source::load_files(&img.tree, &img.manifest));
+    (0..4u64)
+        .map(|k| {
+            let (at, files, stop) = (at.to_path_buf(), Arc::clone(&files), Arc::clone(stop));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let (rel, want) =
+                        &files[((n * 7919 + k * 104_729) % files.len() as u64) as usize];
+                    let path = at.join(rel);
+                    let got = std::fs::File::open(&path).and_then(|mut f| {
+                        // SAFETY: a valid descriptor; drops clean cached pages only.
+                        unsafe {
+                            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+                        };
+                        let mut buf = Vec::new();
+                        f.read_to_end(&mut buf).map(|_| buf)
+                    });
+                    match got {
+                        Ok(got) if got == *want => n += 1,
+                        Ok(_) => return Err(format!("{}: wrong bytes", path.display())),
+                        Err(e) => return Err(format!("{}: {e}", path.display())),
+                    }
+                }
+                Ok(n)
+            })
+        })
+        .collect()
 }
