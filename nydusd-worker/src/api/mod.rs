@@ -70,8 +70,13 @@ pub trait DaemonControl: Send + Sync {
     }
 
     /// `GET /api/v1/metrics/inflight`: requests being served right now.
+    /// The default reads `metrics().inflight()`, filled by the FUSE threads'
+    /// hooks; without any (virtio-fs) it is unsupported.
     fn inflight(&self) -> Result<Vec<InflightOp>, ApiError> {
-        Err(ApiError::unsupported("in-flight request tracking"))
+        self.metrics()
+            .inflight()
+            .snapshot()
+            .ok_or_else(|| ApiError::unsupported("in-flight request tracking"))
     }
 
     /// `GET /api/v1/daemon/backend?mountpoint=`: the RAFS superblock summary.

@@ -8,6 +8,7 @@
 
 mod events;
 mod fs;
+mod inflight;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,9 @@ use serde_json::Value;
 
 pub use events::EventLog;
 pub use fs::{Fop, FsMetrics, FsMetricsOptions};
+// InflightSlot is what FUSE threads hold, usually without naming it.
+#[allow(unused_imports)]
+pub use inflight::{InflightSlot, InflightTable};
 
 /// Number of buckets of every size or latency histogram.
 pub const BUCKETS: usize = 8;
@@ -71,6 +75,7 @@ pub struct Metrics {
     fs: RwLock<BTreeMap<String, Arc<FsMetrics>>>,
     storage: RwLock<Vec<StorageEntry>>,
     events: EventLog,
+    inflight: Arc<InflightTable>,
 }
 
 // Poisoning only means a panic elsewhere mid-update; the maps stay usable.
@@ -120,6 +125,13 @@ impl Metrics {
     pub fn remove(&self, mountpoint: &str) {
         write(&self.fs).remove(mountpoint);
         write(&self.storage).retain(|e| e.mountpoint != mountpoint);
+    }
+
+    /// FUSE requests in flight: each FUSE thread takes a slot
+    /// (`metrics.inflight().slot()`) and passes it to `handle_message` as
+    /// its `MetricsHook`.
+    pub fn inflight(&self) -> &Arc<InflightTable> {
+        &self.inflight
     }
 
     /// Backend failures, for `GET /api/v1/daemon/events`.

@@ -7,7 +7,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::metrics::{Fop, FsMetricsOptions};
+use crate::metrics::{Fop, FsMetricsOptions, Metrics};
 
 #[test]
 fn api_daemon_info_and_headers() {
@@ -250,4 +250,75 @@ fn api_daemon_put_exit_and_config() {
             "config Some(\"/a\") registry_auth"
         ]
     );
+}
+
+/// A daemon implementing only the required methods gets the defaults.
+struct Minimal(Metrics);
+
+impl DaemonControl for Minimal {
+    fn info(&self) -> Value {
+        json!({})
+    }
+    fn mount(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Option<Vec<String>>,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+    fn remount(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+    fn umount(&self, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+    fn exit(&self) {}
+    fn metrics(&self) -> &Metrics {
+        &self.0
+    }
+}
+
+#[test]
+fn api_default_inflight_reads_the_fuse_hooks() {
+    use fuse_backend_rs::abi::fuse_abi::InHeader;
+    use fuse_backend_rs::api::server::MetricsHook;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let control = Arc::new(Minimal(Metrics::new()));
+    let h = spawn_api_server(&dir.path().join("api.sock"), control.clone()).expect("spawn");
+    let (st, _, _, v) = call(h.path(), Method::GET, "/api/v1/metrics/inflight", "");
+    assert_eq!(st, 501, "no FUSE threads: not tracked: {v}");
+    let slot = control.0.inflight().slot();
+    let (st, ..) = call(h.path(), Method::GET, "/api/v1/metrics/inflight", "");
+    assert_eq!(st, 204);
+    let ih = InHeader {
+        opcode: 15,
+        unique: 99,
+        nodeid: 5,
+        ..InHeader::default()
+    };
+    slot.collect(&ih);
+    let (st, _, _, v) = call(h.path(), Method::GET, "/api/v1/metrics/inflight", "");
+    assert_eq!(st, 200);
+    assert_eq!(
+        (
+            v[0]["opcode"].clone(),
+            v[0]["unique"].clone(),
+            v[0]["inode"].clone()
+        ),
+        (json!(15), json!(99), json!(5))
+    );
+    slot.release(None);
+    let (st, ..) = call(h.path(), Method::GET, "/api/v1/metrics/inflight", "");
+    assert_eq!(st, 204);
+    let (st, ..) = call(
+        h.path(),
+        Method::PUT,
+        "/api/v1/config",
+        r#"{"proxy_url": "http://p"}"#,
+    );
+    assert_eq!(st, 501, "set_config defaults to unsupported");
 }
