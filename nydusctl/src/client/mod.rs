@@ -21,7 +21,7 @@ pub use http::DaemonClient;
 pub struct RawFlag {
     /// Print the daemon's JSON reply instead of formatted text.
     #[arg(short = 'r', long = "raw")]
-    raw: bool,
+    pub raw: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,29 +102,29 @@ pub enum FsType {
 pub struct MountArgs {
     /// The bootstrap (rafs) or host directory (passthrough_fs).
     #[arg(short = 's', long = "source")]
-    source: PathBuf,
+    pub source: PathBuf,
     /// Config file for the instance (sent as text; v1 JSON, v2 JSON or TOML).
     #[arg(short = 'c', long = "config")]
-    config: PathBuf,
+    pub config: PathBuf,
     /// Path inside the daemon's mountpoint, e.g. `/sub`.
     #[arg(short = 'm', long = "mountpoint")]
-    mountpoint: String,
+    pub mountpoint: String,
     /// Filesystem type (upstream requires it; we default to rafs).
     #[arg(short = 't', long = "type", value_enum, default_value = "rafs")]
-    fs_type: FsType,
+    pub fs_type: FsType,
     #[command(flatten)]
-    raw: RawFlag,
+    pub raw: RawFlag,
 }
 
 #[derive(Args, Debug)]
 pub struct UmountArgs {
     /// Path inside the daemon's mountpoint (also accepted without `-m`).
     #[arg(short = 'm', long = "mountpoint", required_unless_present = "path")]
-    mountpoint: Option<String>,
+    pub mountpoint: Option<String>,
     #[arg(conflicts_with = "mountpoint", hide = true)]
-    path: Option<String>,
+    pub path: Option<String>,
     #[command(flatten)]
-    raw: RawFlag,
+    pub raw: RawFlag,
 }
 
 /// Runs one daemon command against `sock`, printing to stdout; `Err` is the
