@@ -7,6 +7,7 @@
 //! (the property failover and upgrade rely on).
 
 mod attr;
+mod chunks;
 mod filesystem;
 mod ops;
 pub mod stats;
@@ -77,6 +78,7 @@ pub struct RafsFs {
     xattr: bool,
     root_ino: u64,
     stats: Arc<dyn FopSink>,
+    chunks: chunks::ChunkCache,
 }
 
 impl RafsFs {
@@ -101,6 +103,7 @@ impl RafsFs {
             xattr,
             root_ino,
             stats,
+            chunks: chunks::ChunkCache::default(),
         })
     }
 

@@ -121,7 +121,7 @@ impl RafsFs {
             return Ok(0);
         }
         let len = (inode.size - offset).min(u64::from(size)) as usize;
-        let chunks = self.reader.chunks(ino).map_err(rafs_errno)?;
+        let chunks = self.chunks.get(&*self.reader, ino).map_err(rafs_errno)?;
         let mut buf = vec![0u8; len];
         let n = self
             .data
