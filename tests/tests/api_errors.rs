@@ -103,6 +103,17 @@ fn api_errors_are_reported_and_daemon_keeps_serving() {
     }
     assert_enoent(&mnt.join("x"));
     assert_enoent(&mnt.join("y"));
+    for sub in ["relative", "\0nul", "/with\0nul"] {
+        let r = api::mount(&sock, sub, &fx.bootstrap, &config);
+        assert_error(
+            &r,
+            &format!("mount at {sub:?}"),
+            &codes,
+            &["absolute", "nul", "\\0", "invalid"],
+        );
+    }
+    assert_enoent(&mnt.join("relative"));
+    assert_enoent(&mnt.join("with"));
 
     let r = api::mount(&sock, "/good", &fx.bootstrap, &config);
     assert_error(
