@@ -1,0 +1,213 @@
+//! Client requests: one `CtlRequest` frame in, one `CtlReply` out.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use nydus_protocol::handoff::{CtlReply, CtlRequest, MountStatus};
+
+use super::conn::Conn;
+use super::table::{Entry, Persisted};
+use super::workers::{self, detach, kill_group, wait_gone, wait_registered};
+use super::{log, Sup};
+
+pub fn serve(sup: &Sup, stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut conn = Conn::new(stream);
+    let reply = match conn.recv::<CtlRequest>(|_| false) {
+        Ok((req, _)) => handle(sup, req).unwrap_or_else(|message| CtlReply::Error { message }),
+        Err(e) => CtlReply::Error {
+            message: format!("bad request: {e}"),
+        },
+    };
+    let _ = conn.send(&reply, None);
+}
+
+fn handle(sup: &Sup, req: CtlRequest) -> Result<CtlReply, String> {
+    match req {
+        CtlRequest::Mount {
+            mountpoint,
+            bootstrap,
+            config,
+        } => mount(sup, &mountpoint, &bootstrap, &config),
+        CtlRequest::Umount { target } => umount(sup, &target),
+        CtlRequest::List => Ok(CtlReply::List {
+            mounts: sup.lock().mounts.values().map(Entry::info).collect(),
+        }),
+        CtlRequest::Upgrade { target, nydusd } => {
+            if let Some(bin) = &nydusd {
+                if !Path::new(bin).is_absolute() || !Path::new(bin).is_file() {
+                    return Err(format!(
+                        "--nydusd {bin}: give the absolute path of a nydusd binary"
+                    ));
+                }
+            }
+            let ids: Vec<String> = match target {
+                Some(t) => vec![resolve(sup, &t)?],
+                None => sup.lock().mounts.keys().cloned().collect(),
+            };
+            let mut done = Vec::new();
+            for id in ids {
+                match workers::upgrade(sup, &id, nydusd.as_deref()) {
+                    Ok(m) => done.push(m),
+                    Err(e) if done.is_empty() => return Err(e),
+                    Err(e) => {
+                        return Err(format!(
+                            "{e} (stopped; done before it: {})",
+                            done.join("; ")
+                        ))
+                    }
+                }
+            }
+            Ok(CtlReply::Done {
+                message: if done.is_empty() {
+                    "no mounts".into()
+                } else {
+                    done.join("\n")
+                },
+            })
+        }
+        CtlRequest::Restart { target } => {
+            let id = resolve(sup, &target)?;
+            let message = workers::upgrade(sup, &id, None)?;
+            Ok(CtlReply::Done { message })
+        }
+    }
+}
+
+/// A mount id, or a mountpoint.
+fn resolve(sup: &Sup, target: &str) -> Result<String, String> {
+    let inner = sup.lock();
+    if inner.mounts.contains_key(target) {
+        return Ok(target.to_string());
+    }
+    let canon = std::fs::canonicalize(target)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| target.to_string());
+    inner
+        .mounts
+        .values()
+        .find(|e| e.p.mountpoint == target || e.p.mountpoint == canon)
+        .map(|e| e.p.id.clone())
+        .ok_or_else(|| format!("no mount {target}: give an id or mountpoint from `nydusctl list`"))
+}
+
+fn check_abs(what: &str, p: &str) -> Result<(), String> {
+    if p.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {p:?} is a relative path; give an absolute path"
+        ))
+    }
+}
+
+/// Whether anything is mounted exactly at `path`.
+fn mounted_at(path: &str) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(path))
+        .last()
+        .and_then(|l| l.split(" - ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .map(str::to_string)
+}
+
+fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<CtlReply, String> {
+    check_abs("mountpoint", mountpoint)?;
+    check_abs("bootstrap", bootstrap)?;
+    check_abs("config", config)?;
+    let mp = std::fs::canonicalize(mountpoint)
+        .map_err(|e| format!("mountpoint {mountpoint}: {e}; create the directory first"))?;
+    if !mp.is_dir() {
+        return Err(format!("mountpoint {mountpoint} is not a directory"));
+    }
+    let mp = mp.display().to_string();
+    if let Some(fstype) = mounted_at(&mp) {
+        if fstype.starts_with("fuse") {
+            return Err(format!(
+                "mountpoint {mp} is already mounted ({fstype}); unmount it first"
+            ));
+        }
+    }
+    if !Path::new(bootstrap).is_file() {
+        return Err(format!("bootstrap {bootstrap}: no such file"));
+    }
+    let text = std::fs::read_to_string(config).map_err(|e| format!("config {config}: {e}"))?;
+    nydus_protocol::config::parse_daemon_config(&text, config).map_err(|e| e.to_string())?;
+    let id = {
+        let mut inner = sup.lock();
+        if let Some(e) = inner.mounts.values().find(|e| e.p.mountpoint == mp) {
+            return Err(format!("mountpoint {mp} is already mounted as {}", e.p.id));
+        }
+        inner.next_id += 1;
+        let id = format!("m{}", inner.next_id);
+        let p = Persisted {
+            id: id.clone(),
+            mountpoint: mp.clone(),
+            bootstrap: bootstrap.to_string(),
+            config: config.to_string(),
+            nydusd: sup.nydusd.display().to_string(),
+            generation: 0,
+            crashes: 0,
+            state: None,
+        };
+        inner
+            .mounts
+            .insert(id.clone(), Entry::new(p, MountStatus::Starting));
+        id
+    };
+    let bin = sup.nydusd.display().to_string();
+    let result = workers::spawn_worker(sup, &id, false, &bin)
+        .and_then(|pid| wait_registered(sup, &id, pid).map(|()| pid));
+    match result {
+        Ok(_) => {
+            sup.persist(&sup.lock());
+            log(&format!("mounted {bootstrap} at {mp} as {id}"));
+            Ok(CtlReply::Mounted { id })
+        }
+        Err(err) => {
+            // Nothing half-mounted: forget the entry, detach whatever the
+            // worker may have mounted.
+            let pid = {
+                let mut inner = sup.lock();
+                let e = inner.mounts.remove(&id);
+                sup.persist(&inner);
+                e.and_then(|e| e.pid)
+            };
+            if let Some(pid) = pid {
+                kill_group(pid);
+            }
+            if mounted_at(&mp).is_some_and(|t| t.starts_with("fuse")) {
+                detach(&mp);
+            }
+            Err(format!("mount {mp} failed: {err}"))
+        }
+    }
+}
+
+fn umount(sup: &Sup, target: &str) -> Result<CtlReply, String> {
+    let id = resolve(sup, target)?;
+    let (mp, pid) = {
+        let mut inner = sup.lock();
+        let e = inner.mounts.get_mut(&id).ok_or("mount vanished")?;
+        e.stopping = true;
+        e.fuse = None;
+        (e.p.mountpoint.clone(), e.pid)
+    };
+    detach(&mp);
+    if let Some(pid) = pid {
+        wait_gone(pid, Duration::from_secs(5));
+    }
+    let mut inner = sup.lock();
+    if let Some(e) = inner.mounts.remove(&id) {
+        for g in 0..=e.p.generation {
+            let _ = std::fs::remove_file(sup.state_dir.join(format!("{id}.{g}.api.sock")));
+        }
+    }
+    sup.persist(&inner);
+    log(&format!("unmounted {mp} ({id})"));
+    Ok(CtlReply::Done {
+        message: format!("unmounted {mp} ({id})"),
+    })
+}

@@ -1,0 +1,99 @@
+//! `protocol::handoff` frames over a unix stream, fds beside them
+//! (SCM_RIGHTS). nydusd has its own copy; the binaries share only the wire
+//! format.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::io::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nydus_protocol::handoff::{decode_body, decode_frame, encode, FrameError};
+use sendfd::{RecvWithFd, SendWithFd};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub struct Conn {
+    pub stream: UnixStream,
+    buf: Vec<u8>,
+    fds: VecDeque<File>,
+}
+
+fn proto_err(e: FrameError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl Conn {
+    pub fn new(stream: UnixStream) -> Self {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            fds: VecDeque::new(),
+        }
+    }
+
+    pub fn send<T: Serialize>(&self, msg: &T, fd: Option<RawFd>) -> io::Result<()> {
+        send_on(&self.stream, msg, fd)
+    }
+
+    /// The next message; `with_fd` says whether it carries an fd.
+    pub fn recv<T: DeserializeOwned>(
+        &mut self,
+        with_fd: impl Fn(&T) -> bool,
+    ) -> io::Result<(T, Option<File>)> {
+        loop {
+            match decode_frame(&self.buf) {
+                Ok((body, used)) => {
+                    let msg: T = decode_body(body).map_err(proto_err)?;
+                    self.buf.drain(..used);
+                    let fd = if with_fd(&msg) {
+                        self.fds.pop_front()
+                    } else {
+                        None
+                    };
+                    return Ok((msg, fd));
+                }
+                Err(FrameError::Truncated { .. }) => {}
+                Err(e) => return Err(proto_err(e)),
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut fds = [-1 as RawFd; 4];
+            let (n, nfds) = self.stream.recv_with_fd(&mut chunk, &mut fds)?;
+            for &fd in &fds[..nfds] {
+                // SAFETY: the kernel just installed this fd for us; we are
+                // its only owner.
+                let file = unsafe { File::from_raw_fd(fd) };
+                // Never leak a kept /dev/fuse fd into a spawned worker.
+                let _ = nix::fcntl::fcntl(
+                    &file,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                );
+                self.fds.push_back(file);
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Sends one frame on `stream`, `fd` attached to its first byte.
+pub fn send_on<T: Serialize>(stream: &UnixStream, msg: &T, fd: Option<RawFd>) -> io::Result<()> {
+    let frame = encode(msg).map_err(proto_err)?;
+    let mut sent = match fd {
+        Some(fd) => stream.send_with_fd(&frame, &[fd])?,
+        None => 0,
+    };
+    if fd.is_some() && sent == 0 {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed"));
+    }
+    let mut w = stream;
+    while sent < frame.len() {
+        sent += w.write(&frame[sent..])?;
+    }
+    Ok(())
+}

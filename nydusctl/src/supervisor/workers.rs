@@ -1,0 +1,439 @@
+//! Worker processes: start, registration, death (failover with backoff),
+//! upgrade with no gap, and the orphan check after a supervisor restart.
+
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use nydus_protocol::handoff::{MountStatus, WorkerMsg};
+
+use super::conn::{send_on, Conn};
+use super::{log, Sup};
+
+/// How long a new worker has to mount or take over and register.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attempts to restore a crashed mount before it is detached.
+const MAX_RESTORE_ATTEMPTS: u32 = 6;
+/// A worker dying sooner than this after registering counts as a crash loop.
+const QUICK_DEATH: Duration = Duration::from_millis(500);
+
+pub fn spawn_reaper(sup: Arc<Sup>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => record_exit(&sup, pid, code),
+                Ok(WaitStatus::Signaled(pid, _, _)) => record_exit(&sup, pid, -1),
+                Ok(_) | Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("starting the reaper: {e}"))
+}
+
+fn record_exit(sup: &Sup, pid: Pid, code: i32) {
+    let mut inner = sup.lock();
+    inner.exited.insert(pid.as_raw() as u32, code);
+    if inner.exited.len() > 4096 {
+        inner.exited.clear();
+    }
+    sup.cv.notify_all();
+}
+
+pub fn spawn_worker_listener(sup: Arc<Sup>, l: UnixListener) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("workers".into())
+        .spawn(move || {
+            for s in l.incoming().flatten() {
+                let sup = sup.clone();
+                let _ = std::thread::Builder::new()
+                    .name("worker-conn".into())
+                    .spawn(move || worker_conn(sup, s));
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("starting the worker listener: {e}"))
+}
+
+fn is_fd_msg(m: &WorkerMsg) -> bool {
+    m.carries_fd()
+}
+
+/// One worker connection, for its whole life.
+fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
+    let mut conn = Conn::new(stream);
+    let token = {
+        let mut inner = sup.lock();
+        inner.next_token += 1;
+        inner.next_token
+    };
+    let mut registered: Option<String> = None;
+    loop {
+        let (msg, fd) = match conn.recv(is_fd_msg) {
+            Ok(m) => m,
+            Err(_) => break,
+        };
+        match msg {
+            WorkerMsg::Register { id, pid, state, .. } => {
+                let mut inner = sup.lock();
+                let Some(e) = inner.mounts.get_mut(&id) else {
+                    drop(inner);
+                    let msg = format!("unknown mount id {id}; it was unmounted");
+                    let _ = conn.send(&WorkerMsg::Error { message: msg }, None);
+                    continue;
+                };
+                if fd.is_none() {
+                    drop(inner);
+                    let msg = "register without a /dev/fuse fd".to_string();
+                    let _ = conn.send(&WorkerMsg::Error { message: msg }, None);
+                    continue;
+                }
+                e.fuse = fd;
+                e.p.state = Some(state);
+                e.pid = Some(pid);
+                e.writer = conn.stream.try_clone().ok();
+                e.conn_token = token;
+                e.registered_at = Some(Instant::now());
+                if e.status != MountStatus::Upgrading {
+                    e.status = MountStatus::Running;
+                }
+                e.last_error = None;
+                registered = Some(id);
+                sup.persist(&inner);
+                sup.cv.notify_all();
+            }
+            WorkerMsg::State { state } => {
+                let mut inner = sup.lock();
+                if let Some(e) = registered.as_ref().and_then(|id| inner.mounts.get_mut(id)) {
+                    if e.conn_token == token {
+                        e.p.state = Some(state);
+                        sup.persist(&inner);
+                    }
+                }
+            }
+            WorkerMsg::Takeover { id, .. } => {
+                let inner = sup.lock();
+                let reply = match inner.mounts.get(&id) {
+                    Some(e) => match (&e.p.state, &e.fuse) {
+                        (Some(st), Some(f)) => Ok((
+                            WorkerMsg::Restore {
+                                state: st.clone(),
+                                resend: e.status == MountStatus::Recovering,
+                            },
+                            f.as_raw_fd(),
+                        )),
+                        _ => Err(format!("mount {id} has no kept fd and state")),
+                    },
+                    None => Err(format!("unknown mount id {id}")),
+                };
+                // Sent under the lock so the fd cannot be closed meanwhile;
+                // the frame is small and the socket buffer takes it.
+                let _ = match reply {
+                    Ok((m, fd)) => conn.send(&m, Some(fd)),
+                    Err(message) => conn.send(&WorkerMsg::Error { message }, None),
+                };
+            }
+            _ => {}
+        }
+    }
+    let Some(id) = registered else { return };
+    let mut inner = sup.lock();
+    let Some(e) = inner.mounts.get_mut(&id) else {
+        return;
+    };
+    if e.conn_token != token || e.stopping {
+        return; // a retired worker, or an expected exit
+    }
+    e.writer = None;
+    e.pid = None;
+    e.p.crashes += 1;
+    let quick = e.registered_at.is_none_or(|t| t.elapsed() < QUICK_DEATH);
+    e.recent_crashes = if quick { e.recent_crashes + 1 } else { 0 };
+    e.status = MountStatus::Recovering;
+    log(&format!(
+        "worker of {id} ({}) died; starting a successor",
+        e.p.mountpoint
+    ));
+    drop(inner);
+    let sup2 = sup.clone();
+    let _ = std::thread::Builder::new()
+        .name("failover".into())
+        .spawn(move || failover(&sup2, &id));
+}
+
+/// Starts `nydusd` for mount `id`: fresh (mounts) or `--upgrade` (takes
+/// over the kept fd). Returns the pid.
+pub fn spawn_worker(sup: &Sup, id: &str, upgrade: bool, nydusd: &str) -> Result<u32, String> {
+    let (mp, bootstrap, config, generation) = {
+        let mut inner = sup.lock();
+        let e = inner.mounts.get_mut(id).ok_or("mount vanished")?;
+        e.p.generation += 1;
+        (
+            e.p.mountpoint.clone(),
+            e.p.bootstrap.clone(),
+            e.p.config.clone(),
+            e.p.generation,
+        )
+    };
+    let logf = sup.state_dir.join(format!("{id}.log"));
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&logf)
+        .map_err(|e| format!("worker log {}: {e}", logf.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let apisock = sup.state_dir.join(format!("{id}.{generation}.api.sock"));
+    let mut cmd = Command::new(nydusd);
+    cmd.arg("--supervisor")
+        .arg(&sup.worker_sock)
+        .arg("--id")
+        .arg(id)
+        .arg("--mountpoint")
+        .arg(&mp)
+        .arg("--apisock")
+        .arg(&apisock);
+    if upgrade {
+        cmd.arg("--upgrade");
+    } else {
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--bootstrap")
+            .arg(&bootstrap);
+    }
+    // Own process group: a terminal's ^C or a supervisor restart must not
+    // reach workers, and a stuck one is killed as a group.
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {nydusd}: {e}; check --nydusd"))?;
+    Ok(child.id())
+}
+
+/// Waits until worker `pid` registered for `id`; the error says why not.
+pub fn wait_registered(sup: &Sup, id: &str, pid: u32) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut inner = sup.lock();
+    loop {
+        match inner.mounts.get(id) {
+            Some(e) if e.pid == Some(pid) && e.writer.is_some() => return Ok(()),
+            Some(_) => {}
+            None => return Err(format!("mount {id} was removed")),
+        }
+        if let Some(code) = inner.exited.get(&pid) {
+            let code = *code;
+            drop(inner);
+            return Err(format!(
+                "worker exited ({code}) before serving: {}",
+                log_tail(&sup.state_dir.join(format!("{id}.log")))
+            ));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            drop(inner);
+            kill_group(pid);
+            return Err(format!(
+                "worker did not become ready within {READY_TIMEOUT:?}"
+            ));
+        }
+        inner = sup
+            .cv
+            .wait_timeout(inner, deadline - now)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+/// The last line the worker wrote that looks like an error.
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find(|l| l.contains("nydusd:") || l.contains("ERROR"))
+        .or_else(|| text.lines().last())
+        .unwrap_or("no output")
+        .trim()
+        .to_string()
+}
+
+pub fn kill_group(pid: u32) {
+    let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+}
+
+/// Replaces a dead worker from the kept fd and state; backs off in a crash
+/// loop; detaches the mount when nothing can restore it.
+fn failover(sup: &Sup, id: &str) {
+    let mut attempt = 0u32;
+    loop {
+        let (delay, nydusd) = {
+            let mut inner = sup.lock();
+            let Some(e) = inner.mounts.get_mut(id) else {
+                return;
+            };
+            if e.stopping {
+                return;
+            }
+            let n = e.recent_crashes.saturating_sub(3);
+            let delay = if n == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(250u64 << n.min(7)).min(Duration::from_secs(30))
+            };
+            if !delay.is_zero() {
+                e.status = MountStatus::Backoff;
+                log(&format!("{id}: crash loop, next worker in {delay:?}"));
+            }
+            (delay, e.p.nydusd.clone())
+        };
+        std::thread::sleep(delay);
+        if let Some(e) = sup.lock().mounts.get_mut(id) {
+            e.status = MountStatus::Recovering;
+        }
+        let t0 = Instant::now();
+        let result =
+            spawn_worker(sup, id, true, &nydusd).and_then(|pid| wait_registered(sup, id, pid));
+        match result {
+            Ok(()) => {
+                log(&format!("{id}: successor serving after {:?}", t0.elapsed()));
+                return;
+            }
+            Err(err) => {
+                attempt += 1;
+                let mut inner = sup.lock();
+                let Some(e) = inner.mounts.get_mut(id) else {
+                    return;
+                };
+                e.last_error = Some(err.clone());
+                e.recent_crashes += 1;
+                log(&format!("{id}: successor failed ({err})"));
+                if attempt >= MAX_RESTORE_ATTEMPTS {
+                    e.status = MountStatus::Failed;
+                    e.fuse = None;
+                    let mp = e.p.mountpoint.clone();
+                    e.last_error = Some(format!(
+                        "no worker could restore it ({err}); detached. `nydusctl umount {id}` then mount again"
+                    ));
+                    sup.persist(&inner);
+                    drop(inner);
+                    detach(&mp);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `umount -l`: never leave "transport endpoint is not connected" behind.
+pub fn detach(mountpoint: &str) {
+    let _ = nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// New worker first, then the old one stops: no gap. On failure the new
+/// one is killed and the old keeps serving.
+pub fn upgrade(sup: &Sup, id: &str, nydusd: Option<&str>) -> Result<String, String> {
+    let (old_pid, old_writer, bin) = {
+        let mut inner = sup.lock();
+        let e = inner
+            .mounts
+            .get_mut(id)
+            .ok_or_else(|| format!("no mount {id}; see `nydusctl list`"))?;
+        if e.status != MountStatus::Running || e.writer.is_none() {
+            return Err(format!(
+                "mount {id} is {:?}, not running; wait for it or see `nydusctl list`",
+                e.status
+            ));
+        }
+        e.status = MountStatus::Upgrading;
+        let bin = nydusd.map_or_else(|| e.p.nydusd.clone(), str::to_string);
+        (
+            e.pid,
+            e.writer.as_ref().and_then(|w| w.try_clone().ok()),
+            bin,
+        )
+    };
+    let result = spawn_worker(sup, id, true, &bin).and_then(|pid| wait_registered(sup, id, pid));
+    let mut inner = sup.lock();
+    let Some(e) = inner.mounts.get_mut(id) else {
+        return Err(format!("mount {id} was removed during the upgrade"));
+    };
+    e.status = MountStatus::Running;
+    if let Err(err) = result {
+        return Err(format!(
+            "upgrade of {id} rolled back, the old worker keeps serving: {err}"
+        ));
+    }
+    e.p.nydusd = bin.clone();
+    sup.persist(&inner);
+    drop(inner);
+    if let Some(w) = old_writer {
+        let _ = send_on(&w, &WorkerMsg::Stop, None);
+    }
+    if let Some(pid) = old_pid {
+        wait_gone(pid, Duration::from_secs(10));
+    }
+    Ok(format!("{id} now served by {bin}"))
+}
+
+/// Waits for `pid` to exit (it may not be our child), then SIGKILLs it.
+pub fn wait_gone(pid: u32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let p = Pid::from_raw(pid as i32);
+    while Instant::now() < deadline {
+        if kill(p, None).is_err() || is_zombie(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill_group(pid);
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// After a restart: a mount whose worker did not come back in time lost
+/// its fd with it; detach it rather than leave a dead mount.
+pub fn spawn_orphan_check(sup: Arc<Sup>) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("orphans".into())
+        .spawn(move || {
+            std::thread::sleep(Duration::from_secs(5));
+            let mut inner = sup.lock();
+            let mut lost = Vec::new();
+            for e in inner.mounts.values_mut() {
+                if e.writer.is_none() && e.status == MountStatus::Recovering {
+                    e.status = MountStatus::Failed;
+                    e.last_error = Some(
+                        "the worker did not re-register after the supervisor restart; detached"
+                            .into(),
+                    );
+                    lost.push(e.p.mountpoint.clone());
+                }
+            }
+            sup.persist(&inner);
+            drop(inner);
+            for mp in lost {
+                log(&format!(
+                    "{mp}: worker lost while the supervisor was down; detached"
+                ));
+                detach(&mp);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("starting the orphan check: {e}"))
+}
