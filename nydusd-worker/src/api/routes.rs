@@ -64,7 +64,14 @@ pub(super) async fn handle(
     let (status, body) = match result {
         Ok(Reply::Json(v)) => (200, Some(v)),
         Ok(Reply::Empty) => (204, None),
-        Err(e) => (e.status, Some(e.body())),
+        Err(e) => {
+            // A failed mount or umount belongs in the daemon's log too;
+            // messages are secret-free by contract (ApiError).
+            if e.status >= 500 && e.status != 501 {
+                log::warn!("API {method} {path}: {}", e.message);
+            }
+            (e.status, Some(e.body()))
+        }
     };
     log::debug!("API {method} {path} -> {status}");
     Ok(response(status, body))
