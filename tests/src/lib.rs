@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod mount;
+pub mod servers;
 pub mod source;
 
 use std::path::{Path, PathBuf};
