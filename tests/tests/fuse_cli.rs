@@ -164,3 +164,63 @@ fn virtual_mountpoint_inode_numbers_and_warm_reads() {
         d.log_text()
     );
 }
+
+/// `fs_prefetch.enable` (v1 default `prefetch_all: true`): the whole image
+/// lands in the blob cache without any read, and reading every file after
+/// that costs no backend request.
+#[test]
+fn prefetch_fills_the_blob_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = fixture("dedup-v6-zstd-blake3");
+    let mnt = tmp.path().join("mnt");
+    let sock = tmp.path().join("api.sock");
+    let config = tmp.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&v1_config(
+        &fx.blob_dir,
+        "blobcache",
+        &tmp.path().join("cache"),
+        "direct",
+    ))
+    .unwrap();
+    cfg["fs_prefetch"] = serde_json::json!({"enable": true, "threads_count": 2});
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let args: Vec<OsString> = [
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--bootstrap"),
+        fx.bootstrap.as_os_str(),
+        OsStr::new("--apisock"),
+        sock.as_os_str(),
+        OsStr::new("--mountpoint"),
+        mnt.as_os_str(),
+    ]
+    .iter()
+    .map(|s| s.to_os_string())
+    .collect();
+    let d = Nydusd::start(&mnt, &tmp.path().join("log"), &refs(&args));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let m = api::call(&sock, "GET", "/api/v1/metrics/blobcache", None).json();
+        if m["data_all_ready"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prefetch did not fill the cache: {m}; log:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let backend_reads = || {
+        api::call(&sock, "GET", "/api/v1/metrics/backend", None).json()["read_count"]
+            .as_u64()
+            .expect("read_count")
+    };
+    let before = backend_reads();
+    same_tree(&fx, &mnt, &d);
+    assert_eq!(
+        backend_reads(),
+        before,
+        "reads after prefetch went to the backend"
+    );
+}
