@@ -243,11 +243,16 @@ fn pseudo_root_two_images_and_umount_of_one() {
     a.check_tree(&mnt.join("a"), started);
     b.check_tree(&mnt.join("nested/b"), started);
 
+    // The same image and config again: it may share /a's cache and backend,
+    // which must outlive /a's umount. Not read before that umount.
+    mount_ok(&d, "/a2", &a);
     umount_ok(&d, "/a");
     assert_unmounted(&mnt.join("a"), &d);
     assert_gone(&mnt.join("a").join(&a.deep_file().0), &d);
-    assert_eq!(mounted_paths(&d), ["/nested/b"]);
+    assert_eq!(mounted_paths(&d), ["/a2", "/nested/b"]);
     b.check_tree(&mnt.join("nested/b"), started);
+    a.check_tree(&mnt.join("a2"), started);
+    umount_ok(&d, "/a2");
 
     // The same path can be mounted again, with the other image.
     mount_ok(&d, "/a", &b);
