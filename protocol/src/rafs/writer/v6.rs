@@ -50,10 +50,10 @@ pub(super) fn write(spec: &ImageSpec, flat: &Flat<'_>) -> Result<Vec<u8>> {
     for (pos, p) in placed.iter().enumerate() {
         let Some(p) = p else { continue };
         let (head, blocks) = inode_bytes(spec, flat, pos, p, &nid)?;
-        put_at(&mut out, p.offset, &head);
-        put_at(&mut out, p.data_blkaddr as u64 * BLOCK, &blocks);
+        put_at(&mut out, p.offset, &head)?;
+        put_at(&mut out, p.data_blkaddr as u64 * BLOCK, &blocks)?;
     }
-    put_at(&mut out, chunk_table_offset, &chunk_table);
+    put_at(&mut out, chunk_table_offset, &chunk_table)?;
 
     // Superblocks, device slots, blob and prefetch tables.
     let mut device_blocks = 0u64;
@@ -76,13 +76,13 @@ pub(super) fn write(spec: &ImageSpec, flat: &Flat<'_>) -> Result<Vec<u8>> {
         mapped += blocks;
         blob_entry(&mut table, spec, i as u32, b);
     }
-    put_at(&mut out, DEVICE_SLOTS, &slots);
-    put_at(&mut out, blob_table_offset, &table);
+    put_at(&mut out, DEVICE_SLOTS, &slots)?;
+    put_at(&mut out, blob_table_offset, &table)?;
     let mut pt = Vec::new();
     for &pos in prefetch {
         pt.put_u32(nid(pos) as u32);
     }
-    put_at(&mut out, prefetch_offset, &pt);
+    put_at(&mut out, prefetch_offset, &pt)?;
 
     let mut sb = Vec::with_capacity(384);
     sb.put_u32(0xE0F5_E1E2);
@@ -121,13 +121,19 @@ pub(super) fn write(spec: &ImageSpec, flat: &Flat<'_>) -> Result<Vec<u8>> {
     });
     sb.put_u32(prefetch_size as u32);
     sb.put_zeros(204);
-    put_at(&mut out, 1024, &sb);
+    put_at(&mut out, 1024, &sb)?;
     Ok(out)
 }
 
-fn put_at(out: &mut [u8], offset: u64, bytes: &[u8]) {
-    let start = offset as usize;
-    out[start..start + bytes.len()].copy_from_slice(bytes);
+/// Copies `bytes` to `offset`; a placement outside the file is a bug in
+/// this writer, reported as an error rather than a panic.
+fn put_at(out: &mut [u8], offset: u64, bytes: &[u8]) -> Result<()> {
+    let dst = usize::try_from(offset)
+        .ok()
+        .and_then(|start| out.get_mut(start..start.checked_add(bytes.len())?))
+        .ok_or_else(|| invalid(format!("internal layout error at offset {offset:#x}")))?;
+    dst.copy_from_slice(bytes);
+    Ok(())
 }
 
 fn put_id(out: &mut Vec<u8>, id: &str) {
