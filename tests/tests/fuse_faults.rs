@@ -221,7 +221,13 @@ fn corrupt_one_byte(fixture: &str, cache: bool, validate: bool) {
     let at = (pos + 10) as u64;
     s.write_blob(at, &[s.original[pos + 10] ^ 0xA5]);
 
-    s.expect_eio(Path::new(TARGET), &what);
+    // Eight readers miss the bad chunk at once: each gets EIO (one failed
+    // fetch must not leave the others waiting or hand them bad bytes).
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| s.expect_eio(Path::new(TARGET), &format!("{what}, concurrent")));
+        }
+    });
     let mut failed = 0;
     for (rel, want) in &s.files {
         if contains(want, &needle) {
