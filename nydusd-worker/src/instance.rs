@@ -220,8 +220,41 @@ pub fn start_prefetch(
         return;
     }
     let all = p.prefetch_all || config.cache.prefetch.prefetch_all;
+    let threads = p
+        .threads_count
+        .max(config.cache.prefetch.threads_count)
+        .clamp(1, 32);
     let path = path.to_string();
-    let run = move || {
+    // The walker hands batches of chunks to `threads` workers; the bounded
+    // queue keeps the walk from running far ahead of the fetches.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<ChunkRef>>(threads as usize * 2);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for i in 0..threads {
+        let (rx, device, failed) = (rx.clone(), device.clone(), failed.clone());
+        let worker = move || loop {
+            // Poisoning only follows a panic in another worker: stop too.
+            let batch = match rx.lock().map(|r| r.recv()) {
+                Ok(Ok(batch)) => batch,
+                _ => return,
+            };
+            if device.prefetch(&batch).is_err() {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        match std::thread::Builder::new()
+            .name(format!("prefetch-{i}"))
+            .spawn(worker)
+        {
+            Ok(h) => workers.push(h),
+            Err(e) => log::warn!("prefetch worker not started: {e}"),
+        }
+    }
+    if workers.is_empty() {
+        return;
+    }
+    let walk = move || {
         let root = reader.super_info().root_ino;
         let mut roots = match &files {
             Some(list) if list.len() == 1 && list[0] == "/" => vec![root],
@@ -234,7 +267,8 @@ pub fn start_prefetch(
         if all {
             roots.push(root);
         }
-        let (mut files_done, mut failed) = (0u64, 0u64);
+        let mut files_done = 0u64;
+        let mut batch = Vec::new();
         let mut stack: Vec<u64> = roots.into_iter().rev().collect();
         let mut seen = std::collections::HashSet::new();
         while let Some(ino) = stack.pop() {
@@ -258,25 +292,43 @@ pub fn start_prefetch(
                     stack.extend(kids.into_iter().rev());
                 }
                 Some(FileKind::Regular) => {
-                    let ok = reader
-                        .chunks(ino)
-                        .map_err(|e| io::Error::other(e.to_string()))
-                        .and_then(|c| device.prefetch(&c));
                     files_done += 1;
-                    failed += u64::from(ok.is_err());
+                    match reader.chunks(ino) {
+                        Ok(c) => batch.extend(c),
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // Batches of neighbouring chunks let the device merge
+                    // them into fewer backend requests.
+                    if batch.len() >= PREFETCH_BATCH && tx.send(std::mem::take(&mut batch)).is_err()
+                    {
+                        return;
+                    }
                 }
                 _ => {}
             }
         }
-        log::info!("prefetch of {path} done: {files_done} files, {failed} failed");
+        if !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        drop(tx);
+        for w in workers {
+            let _ = w.join();
+        }
+        let failed = failed.load(Ordering::Relaxed);
+        log::info!("prefetch of {path} done: {files_done} files, {failed} failed batches");
     };
     if let Err(e) = std::thread::Builder::new()
         .name("prefetch".into())
-        .spawn(run)
+        .spawn(walk)
     {
         log::warn!("prefetch not started: {e}");
     }
 }
+
+/// Chunks handed to a prefetch worker at a time.
+const PREFETCH_BATCH: usize = 64;
 
 /// The inode at absolute `path` in the image, if any.
 fn resolve(reader: &dyn Reader, root: u64, path: &str) -> Option<u64> {
