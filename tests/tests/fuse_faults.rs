@@ -190,6 +190,33 @@ impl Setup {
         );
     }
 
+    /// Backend failures show in `/api/v1/metrics/backend` (`read_errors`)
+    /// and in the `/api/v1/daemon/events` ring, naming the blob (reference
+    /// §6.3, §10.3).
+    fn backend_errors_counted(&self, what: &str) {
+        let m = api::call(&self.d.apisock, "GET", "/api/v1/metrics/backend", None);
+        m.expect_status(200, "GET /api/v1/metrics/backend");
+        let errors = m.json()["read_errors"].as_u64().unwrap_or(0);
+        assert!(
+            errors > 0,
+            "{what}: backend read_errors not counted: {}",
+            m.body
+        );
+        let ev = api::call(&self.d.apisock, "GET", "/api/v1/daemon/events", None);
+        ev.expect_status(200, "GET /api/v1/daemon/events");
+        let v = ev.json();
+        let blob_id = self.blob.file_name().unwrap_or_default().to_string_lossy();
+        let named = v["errors"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|e| e.as_str().is_some_and(|t| t.contains(&*blob_id)))
+        });
+        assert!(
+            v["total_errors"].as_u64().unwrap_or(0) > 0 && named,
+            "{what}: backend failures missing from /api/v1/daemon/events (want total_errors > 0 and an entry naming blob {blob_id}): {}",
+            ev.body
+        );
+    }
+
     fn write_blob(&self, offset: u64, data: &[u8]) {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -293,6 +320,7 @@ fn truncated_blob(fixture: &str, cache: bool) {
         s.all_eio(&format!("{what}, blob truncated again"));
     }
     s.still_up(&what);
+    s.backend_errors_counted(&what);
 }
 
 #[test]
