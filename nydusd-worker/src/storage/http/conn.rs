@@ -154,10 +154,12 @@ impl Conn {
                 match self.once(&p.client, &req.method, url, &req.headers) {
                     Ok(r) if r.status().as_u16() < 500 || !p.fallback => return Ok(r),
                     Ok(r) => log::debug!("proxy answered {}; trying the origin", r.status()),
-                    Err(e) if !p.fallback => return Err(e),
                     Err(e) => {
-                        log::debug!("proxy failed ({}); trying the origin", e.message);
                         p.health.failed(&self.metrics);
+                        if !p.fallback {
+                            return Err(e);
+                        }
+                        log::debug!("proxy failed ({}); trying the origin", e.message);
                     }
                 }
                 Counters::inc(&self.metrics.proxy_fallbacks);

@@ -1,0 +1,104 @@
+//! The P2P proxy (reference §4.6) with nginx as the proxy in front of a
+//! real registry: reads go through it; when it is killed mid-test reads
+//! keep working through the fallback to the origin; once it is back (and
+//! a health ping saw it) reads use it again. Without fallback, a dead
+//! proxy means EIO.
+
+use std::time::{Duration, Instant};
+
+use nydus_e2e::servers::{
+    assert_fixture, fixture, full_log, mount_fixture, pick_file, Nginx, Registry, RegistryOpts,
+};
+use serde_json::json;
+
+const REPO: &str = "e2e/proxied";
+
+fn config(r: &Registry, ngx: &Nginx, fallback: bool) -> serde_json::Value {
+    let proxy = format!("http://127.0.0.1:{}", ngx.port);
+    json!({
+        "scheme": "http",
+        "host": r.host(),
+        "repo": REPO,
+        "timeout": 5,
+        "connect_timeout": 2,
+        "proxy": {
+            "url": proxy,
+            "ping_url": format!("{proxy}/server/ping"),
+            "check_interval": 1,
+            "fallback": fallback,
+        },
+    })
+}
+
+fn read(path: &std::path::Path) {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+}
+
+#[test]
+fn proxy_fallback_while_down_and_back_when_healthy() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let r = Registry::start(&t.path().join("reg"), RegistryOpts::default());
+    let fx = fixture("mini-v6-none-blake3");
+    r.push_dir(REPO, &fx.blob_dir);
+    let ngx = Nginx::start(&t.path().join("nginx"));
+    let tmp = t.path().join("m");
+    let d = mount_fixture(&fx, "registry", config(&r, &ngx, true), "dummycache", &tmp);
+    let file = |k| d.mountpoint.join(pick_file(&fx, 4096, k));
+
+    read(&file(0));
+    let through = ngx.requests();
+    assert!(through > 0, "the first read did not go through the proxy");
+
+    ngx.stop();
+    for k in 1..4 {
+        read(&file(k));
+    }
+    assert_eq!(ngx.requests(), through, "requests reached a stopped proxy?");
+
+    ngx.restart();
+    // A read after `check_interval` starts a ping; once it has answered,
+    // reads use the proxy again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut k = 4;
+    while ngx.requests() <= through {
+        assert!(
+            Instant::now() < deadline,
+            "reads did not return to the proxy; log:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        read(&file(k));
+        k += 1;
+    }
+    let log = full_log(&d);
+    assert!(log.contains("proxy is unhealthy"), "{log}");
+    assert!(log.contains("proxy is healthy again"), "{log}");
+    assert_fixture(&fx, &d, "registry through nginx");
+}
+
+#[test]
+fn dead_proxy_without_fallback_is_eio() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let r = Registry::start(&t.path().join("reg"), RegistryOpts::default());
+    let fx = fixture("mini-v6-zstd-sha256");
+    r.push_dir(REPO, &fx.blob_dir);
+    let ngx = Nginx::start(&t.path().join("nginx"));
+    let cfg = config(&r, &ngx, false);
+    ngx.stop();
+    let d = mount_fixture(&fx, "registry", cfg, "dummycache", &t.path().join("m"));
+    let path = d.mountpoint.join(pick_file(&fx, 4096, 0));
+    let err = std::fs::read(&path).expect_err("read through a dead proxy without fallback");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    ngx.restart();
+    // The proxy is back: the next read (after a ping) succeeds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read(&path).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "reads never recovered:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_fixture(&fx, &d, "registry through nginx, no fallback");
+}
