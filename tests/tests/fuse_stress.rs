@@ -292,6 +292,32 @@ fn check_metrics(sock: &Path, name: &str, bytes: u64) -> u64 {
         Some(0),
         "{name}: read errors counted although every read succeeded: {m}"
     );
+    // iostats_files is on: the per-file counters add up to the totals.
+    let files = api::call(sock, "GET", "/api/v1/metrics/files", None);
+    files.expect_status(200, "GET /api/v1/metrics/files");
+    let f = files.json();
+    let per_file = f
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: /api/v1/metrics/files is not an object: {f}"));
+    let sum = |key: &str, idx: Option<usize>| -> u64 {
+        per_file
+            .values()
+            .filter_map(|v| match idx {
+                Some(i) => v[key][i].as_u64(),
+                None => v[key].as_u64(),
+            })
+            .sum()
+    };
+    assert_eq!(
+        sum("data_read", None),
+        data_read,
+        "{name}: per-file data_read does not add up to the total"
+    );
+    assert_eq!(
+        sum("fop_hits", Some(4)),
+        reads,
+        "{name}: per-file reads do not add up to the total"
+    );
     data_read
 }
 
