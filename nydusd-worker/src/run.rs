@@ -190,6 +190,17 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         cli.supervisor.clone(),
         tx.clone(),
     ));
+    // Bound before anything is mounted, so a bad --apisock is one line
+    // and leaves nothing behind.
+    let api = match &cli.apisock {
+        Some(sock) => {
+            let control: Arc<dyn DaemonControl> = daemon.clone();
+            let h = spawn_api_server(sock, control)
+                .map_err(|e| format!("--apisock {}: {e}", sock.display()))?;
+            Some(h)
+        }
+        None => None,
+    };
     if let Some(t) = &takeover {
         t.restore(&daemon)?;
     }
@@ -202,6 +213,7 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         )?;
     }
     daemon.set_state(State::Ready);
+
     // After everything that can fail on bad input, so such a failure stays
     // one line on stderr.
     raise_nofile(cli.rlimit_nofile);
@@ -224,20 +236,6 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         mountpoint.display(),
         cli.fuse_threads
     );
-
-    let api = match &cli.apisock {
-        Some(sock) => {
-            let control: Arc<dyn DaemonControl> = daemon.clone();
-            match spawn_api_server(sock, control) {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    service.stop_and_unmount();
-                    return Err(format!("--apisock {}: {e}", sock.display()));
-                }
-            }
-        }
-        None => None,
-    };
 
     let root = plan
         .bootstrap

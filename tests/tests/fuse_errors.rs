@@ -193,6 +193,20 @@ fn bad_command_lines_exit_1_with_one_line() {
             vec!["--localfs-dir"],
         ),
         (
+            "API socket in a missing directory",
+            os(&[
+                &"--apisock",
+                &missing.join("api.sock"),
+                &"--config",
+                c,
+                &"--bootstrap",
+                b,
+                &"--mountpoint",
+                m,
+            ]),
+            vec!["--apisock"],
+        ),
+        (
             "bad log level",
             os(&[
                 &"--log-level",

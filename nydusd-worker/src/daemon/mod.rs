@@ -89,8 +89,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `/a//b/./c/` → `/a/b/c`; refuses relative paths and `..`.
+/// `/a//b/./c/` → `/a/b/c`; refuses relative paths, `..` and NUL.
 pub fn normalize_vfs_path(path: &str) -> Result<String, String> {
+    if path.contains('\0') {
+        return Err(format!("mountpoint {path:?} must not contain a NUL byte"));
+    }
     if !path.starts_with('/') {
         return Err(format!("mountpoint {path:?} must be an absolute path"));
     }
@@ -323,6 +326,7 @@ mod tests {
         assert_eq!(normalize_vfs_path("//a/./b/").unwrap(), "/a/b");
         assert!(normalize_vfs_path("a").is_err());
         assert!(normalize_vfs_path("/a/../b").is_err());
+        assert!(normalize_vfs_path("/a\0b").is_err());
         assert!(nested("/a", "/a/b"));
         assert!(nested("/", "/x"));
         assert!(!nested("/a", "/ab"));
