@@ -127,10 +127,20 @@ impl Takeover {
     }
 
     /// A session over the handed-over fd; nothing is mounted.
+    ///
+    /// `FuseSession::new` stats its path, and a stat of the mountpoint
+    /// would wait for this very process to answer it when the previous
+    /// worker died before the kernel cached the root (a deadlock). So the
+    /// session is built on an empty private directory, removed at once:
+    /// the session only uses the path to unmount, and a successor never
+    /// unmounts by itself (the supervisor detaches on `umount`).
     pub fn session(&self) -> Result<FuseSession, String> {
-        let mp = Path::new(&self.state.mountpoint);
-        let mut se = FuseSession::new(mp, "rafs", "", true)
-            .map_err(|e| format!("--upgrade: mountpoint {}: {e}", mp.display()))?;
+        let dir = std::env::temp_dir().join(format!("nydusd-takeover-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("--upgrade: creating {}: {e}", dir.display()))?;
+        let se = FuseSession::new(&dir, "rafs", "", true);
+        let _ = std::fs::remove_dir(&dir);
+        let mut se = se.map_err(|e| format!("--upgrade: FUSE session: {e}"))?;
         let file = self
             .fuse
             .try_clone()
