@@ -274,3 +274,49 @@ fn mount_at_root_is_refused() {
     );
     assert!(d.alive(), "nydusd died; log:\n{}", d.log_tail());
 }
+
+/// Eight clients mount at one path at once: exactly one wins, the others get
+/// "already exists"; eight at eight paths all succeed.
+#[test]
+fn concurrent_mounts_at_one_path_one_wins() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fx = fixtures()
+        .into_iter()
+        .find(|f| f.name == "mini-v5-lz4-blake3")
+        .expect("fixture mini-v5-lz4-blake3");
+    let config = V1Config::new(&fx.blob_dir, &tmp.path().join("cache")).text();
+    let mut d = start(tmp.path());
+    let run = |paths: Vec<String>| -> Vec<Response> {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = paths
+                .iter()
+                .map(|p| s.spawn(|| api::mount(&d.apisock, p, &fx.bootstrap, &config)))
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("client")).collect()
+        })
+    };
+    let same = run(vec!["/same".to_string(); 8]);
+    let wins = same
+        .iter()
+        .filter(|r| r.status == 204 || r.status == 200)
+        .count();
+    assert_eq!(wins, 1, "concurrent mounts at /same: {same:?}");
+    for r in same.iter().filter(|r| r.status != 204 && r.status != 200) {
+        assert_error(
+            r,
+            "concurrent mount at /same",
+            &mount_error_codes(),
+            &["exist", "already"],
+        );
+    }
+    let many = run((0..8).map(|i| format!("/d{i}")).collect());
+    assert!(
+        many.iter().all(|r| r.status == 204 || r.status == 200),
+        "concurrent mounts at eight paths: {many:?}"
+    );
+    for i in 0..8 {
+        let f = d.mountpoint.join(format!("d{i}/misc/dir00/f000.txt"));
+        std::fs::metadata(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    }
+    assert!(d.alive(), "nydusd died; log:\n{}", d.log_tail());
+}
