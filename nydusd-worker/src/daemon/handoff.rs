@@ -29,3 +29,19 @@ impl Daemon {
             .collect()
     }
 }
+
+impl Daemon {
+    /// Each mount's config as v2 JSON with secrets, for the successor only
+    /// (the state travels over a 0600 socket into a 0600 file).
+    pub fn mount_configs(&self) -> Vec<(String, String)> {
+        lock(&self.mounts)
+            .iter()
+            .map(|(p, r)| {
+                (
+                    p.clone(),
+                    r.config.to_v2_json_exposing_secrets().to_string(),
+                )
+            })
+            .collect()
+    }
+}

@@ -2,25 +2,28 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nydus_protocol::handoff::{MountEntry, WorkerMsg, WorkerState};
+use nydus_protocol::handoff::{encode, MountEntry, WorkerMsg, WorkerState};
 
 use super::Conn;
 use crate::daemon::{Daemon, Event};
 
 /// Everything the link needs to describe this worker.
+#[derive(Clone)]
 pub struct Link {
     pub supervisor: PathBuf,
     pub id: String,
     pub daemon: Arc<Daemon>,
     /// A dup of the `/dev/fuse` fd, sent with every registration.
-    pub fuse: File,
+    pub fuse: Arc<File>,
     pub events: Sender<Event>,
     /// mountpoint, threads, apisock, log level, start time; mounts are
     /// filled in from the daemon's table.
@@ -74,6 +77,14 @@ fn run(link: Link, mut conn: Option<Conn>) {
             continue;
         }
         log::info!("registered with the supervisor as {}", link.id);
+        let alive = Arc::new(AtomicBool::new(true));
+        if let Ok(w) = c.stream().try_clone() {
+            let (link2, alive2) = (link.clone(), alive.clone());
+            let _ = std::thread::Builder::new()
+                .name("state-resend".into())
+                .spawn(move || resend_on_change(&link2, w, &alive2));
+        }
+        let _guard = StopOnDrop(alive);
         loop {
             match c.recv() {
                 Ok((WorkerMsg::Stop, _)) => {
@@ -113,14 +124,48 @@ fn wait_initialized(daemon: &Daemon) {
     }
 }
 
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Sends the state again whenever the mount table changes (API mount,
+/// umount, remount): a stale state would resurrect the old mount set on
+/// failover. Polled, so the daemon needs no hook; a mount is rare.
+fn resend_on_change(link: &Link, stream: UnixStream, alive: &AtomicBool) {
+    let key = |l: &Link| l.daemon.mount_table();
+    let mut last = key(link);
+    while alive.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = key(link);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let msg = WorkerMsg::State { state: state(link) };
+        let Ok(frame) = encode(&msg) else { continue };
+        if let Err(e) = (&stream).write_all(&frame) {
+            log::warn!("re-sending the state to the supervisor: {e}");
+            return;
+        }
+        log::info!("mount table changed; state re-sent to the supervisor");
+    }
+}
+
 fn state(link: &Link) -> WorkerState {
+    let configs: HashMap<String, String> = link.daemon.mount_configs().into_iter().collect();
     let mut st = link.base.clone();
     st.mounts = link
         .daemon
         .mount_table()
         .into_iter()
         .filter_map(|(path, source, index, prefetch_files)| {
-            let Some(config) = link.configs.get(&path) else {
+            // The user's own text when we have it; else the parsed config
+            // rendered back (API mounts).
+            let Some(config) = link.configs.get(&path).or_else(|| configs.get(&path)) else {
                 log::warn!("no config text for mount {path}; a successor will not restore it");
                 return None;
             };

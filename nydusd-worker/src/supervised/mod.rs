@@ -228,7 +228,7 @@ pub fn start_link(
             supervisor,
             id,
             daemon,
-            fuse,
+            fuse: Arc::new(fuse),
             events,
             base,
             configs,
