@@ -26,8 +26,6 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    // The storage layer records its failures here (not wired yet).
-    #[allow(dead_code)]
     /// Records one failure as `"<HTTP-date> - <text>"`, dropping the oldest
     /// entries to stay within the limits.
     pub fn push(&self, text: &str) {
