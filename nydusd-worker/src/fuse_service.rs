@@ -43,22 +43,32 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
 
 /// The fstype of the top mount at exactly `path`, from /proc/self/mountinfo.
 pub fn mounted_fstype(path: &Path) -> Option<String> {
+    mount_entry(path).map(|(_, fstype)| fstype)
+}
+
+/// (`major:minor`, fstype) of the top mount at exactly `path`. Reads only
+/// /proc, so it is safe while our own FUSE mount is not being served.
+fn mount_entry(path: &Path) -> Option<(String, String)> {
     let info = std::fs::read("/proc/self/mountinfo").ok()?;
     let want = path.as_os_str().as_bytes();
     let mut found = None;
     for line in info.split(|&b| b == b'\n') {
         let text = String::from_utf8_lossy(line);
-        let mut fields = text.split(' ');
-        let Some(mp) = fields.nth(4) else { continue };
+        let fields: Vec<&str> = text.split(' ').collect();
+        let (Some(dev), Some(mp)) = (fields.get(2), fields.get(4)) else {
+            continue;
+        };
         if unescape_mountinfo(mp) != want {
             continue;
         }
-        // Later lines are mounted on top of earlier ones.
-        found = text
+        let fstype = text
             .split(" - ")
             .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .map(str::to_string);
+            .and_then(|rest| rest.split(' ').next());
+        // Later lines are mounted on top of earlier ones.
+        if let Some(fstype) = fstype {
+            found = Some((dev.to_string(), fstype.to_string()));
+        }
     }
     found
 }
@@ -88,6 +98,8 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 pub struct FuseService {
     session: FuseSession,
     threads: Vec<JoinHandle<()>>,
+    /// `major:minor` of our mount, to recognise it at exit.
+    dev: Option<String>,
 }
 
 impl FuseService {
@@ -108,9 +120,13 @@ impl FuseService {
         threads: u32,
         events: Sender<Event>,
     ) -> Result<Self, String> {
+        let dev = mount_entry(session.mountpoint())
+            .filter(|(_, fstype)| fstype.starts_with("fuse"))
+            .map(|(dev, _)| dev);
         let mut svc = FuseService {
             session,
             threads: Vec::new(),
+            dev,
         };
         for i in 0..threads {
             let ch = svc
@@ -145,6 +161,16 @@ impl FuseService {
             log::warn!("unmounting {}: {e}", self.session.mountpoint().display());
         }
         self.join();
+        // An aborted connection (/sys/fs/fuse/connections/N/abort) leaves a
+        // dead mount that umount() took for already gone: if our mount is
+        // still the top one there, detach it.
+        let mp = self.session.mountpoint().to_path_buf();
+        if self.dev.is_some() && mount_entry(&mp).map(|(dev, _)| dev) == self.dev {
+            match nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => log::info!("detached the dead mount at {}", mp.display()),
+                Err(e) => log::warn!("detaching {}: {e}", mp.display()),
+            }
+        }
     }
 
     /// Stops serving but leaves the mount (and its connection) in place for

@@ -72,6 +72,8 @@ pub struct OpenRequest<'a> {
     pub config: &'a DaemonConfig,
     pub start_time: i64,
     pub stats: Arc<dyn FopSink>,
+    /// Told about every failed chunk read (the daemon's events ring).
+    pub on_failure: Option<Arc<dyn Fn(&str) + Send + Sync>>,
 }
 
 /// Opens `req.bootstrap` with `req.config`. The error is one line naming the
@@ -82,8 +84,11 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let reader = open_bootstrap(bootstrap, config.rafs.mode)?;
     let stem = bootstrap.file_stem().and_then(|s| s.to_str());
     let storage = storage_config(config)?;
-    let device = BlobDevice::new(reader.blobs(), stem, storage)
+    let mut device = BlobDevice::new(reader.blobs(), stem, storage)
         .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
+    if let Some(hook) = req.on_failure {
+        device = device.with_failure_hook(hook);
+    }
     let chunk_size = reader.super_info().chunk_size;
     let device = Arc::new(DeviceData { device, chunk_size });
     let opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);

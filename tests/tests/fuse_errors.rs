@@ -406,3 +406,33 @@ fn lazy_umount_by_the_user_ends_the_daemon() {
         status.unwrap_or_else(|| panic!("still running after umount -l; log:\n{}", d.log_text()));
     assert_eq!(status.code(), Some(0), "log:\n{}", d.log_text());
 }
+
+/// An aborted connection (`/sys/fs/fuse/connections/N/abort`) ends the
+/// daemon, and the dead mount it leaves (ENOTCONN) is detached.
+#[test]
+fn aborted_connection_ends_the_daemon_without_a_dead_mount() {
+    use std::os::unix::fs::MetadataExt;
+    let conns = Path::new("/sys/fs/fuse/connections");
+    if std::fs::read_dir(conns).map_or(true, |mut d| d.next().is_none()) {
+        // fusectl is not mounted by default here (test-harness.md §7).
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(conns)
+            .status();
+    }
+    let s = setup();
+    let mut d = start_plain(&s, "abort.log");
+    let dev = std::fs::metadata(&s.mnt).unwrap().dev();
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    let abort = conns.join(minor.to_string()).join("abort");
+    std::fs::write(&abort, "1").unwrap_or_else(|e| panic!("{}: {e}", abort.display()));
+    let status = d.wait_exit(Duration::from_secs(10));
+    let status =
+        status.unwrap_or_else(|| panic!("still running after abort; log:\n{}", d.log_text()));
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log_text());
+    assert!(
+        !is_fuse_mounted(&s.mnt),
+        "dead mount left; log:\n{}",
+        d.log_text()
+    );
+}

@@ -73,7 +73,7 @@ pub struct Daemon {
     vfs: Arc<Vfs>,
     server: Arc<Server<Arc<Vfs>>>,
     mounts: Mutex<BTreeMap<String, MountRecord>>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     start_time: i64,
     id: Option<String>,
     supervisor: Option<PathBuf>,
@@ -141,7 +141,7 @@ impl Daemon {
             server: Arc::new(Server::new(vfs.clone())),
             vfs,
             mounts: Mutex::new(BTreeMap::new()),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             start_time,
             id,
             supervisor,
@@ -153,6 +153,18 @@ impl Daemon {
 
     pub fn server(&self) -> Arc<Server<Arc<Vfs>>> {
         self.server.clone()
+    }
+
+    /// Records a failed chunk read in the events ring
+    /// (`GET /api/v1/daemon/events`). Weak: the metrics registry holds the
+    /// device that holds this hook.
+    fn failure_hook(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let metrics = Arc::downgrade(&self.metrics);
+        Arc::new(move |text: &str| {
+            if let Some(m) = metrics.upgrade() {
+                m.events().push(text);
+            }
+        })
     }
 
     pub fn set_state(&self, state: State) {
@@ -252,6 +264,7 @@ impl Daemon {
             config: &parsed,
             start_time: self.start_time,
             stats: fs_metrics,
+            on_failure: Some(self.failure_hook()),
         })?;
         let device = opened.device.clone();
         let reader = opened.fs.reader().clone();
