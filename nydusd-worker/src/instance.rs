@@ -60,6 +60,9 @@ pub fn load_config(source: &ConfigSource) -> Result<DaemonConfig, String> {
     }
 }
 
+/// Receives a one-line description of each failed chunk read.
+pub type FailureHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// An opened image, not yet mounted.
 pub struct Opened {
     pub fs: RafsFs,
@@ -73,7 +76,7 @@ pub struct OpenRequest<'a> {
     pub start_time: i64,
     pub stats: Arc<dyn FopSink>,
     /// Told about every failed chunk read (the daemon's events ring).
-    pub on_failure: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub on_failure: Option<FailureHook>,
 }
 
 /// Opens `req.bootstrap` with `req.config`. The error is one line naming the

@@ -158,7 +158,7 @@ impl Daemon {
     /// Records a failed chunk read in the events ring
     /// (`GET /api/v1/daemon/events`). Weak: the metrics registry holds the
     /// device that holds this hook.
-    fn failure_hook(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+    fn failure_hook(&self) -> instance::FailureHook {
         let metrics = Arc::downgrade(&self.metrics);
         Arc::new(move |text: &str| {
             if let Some(m) = metrics.upgrade() {
