@@ -7,8 +7,9 @@ use std::time::Duration;
 use nydus_protocol::handoff::{CtlReply, CtlRequest, MountStatus};
 
 use super::conn::Conn;
+use super::recovery::{self, detach, wait_gone};
 use super::table::{Entry, Persisted};
-use super::workers::{self, detach, kill_group, wait_gone, wait_registered};
+use super::workers::{self, kill_group, wait_registered};
 use super::{log, Sup};
 
 pub fn serve(sup: &Sup, stream: UnixStream) {
@@ -48,7 +49,7 @@ fn handle(sup: &Sup, req: CtlRequest) -> Result<CtlReply, String> {
             };
             let mut done = Vec::new();
             for id in ids {
-                match workers::upgrade(sup, &id, nydusd.as_deref()) {
+                match recovery::upgrade(sup, &id, nydusd.as_deref()) {
                     Ok(m) => done.push(m),
                     Err(e) if done.is_empty() => return Err(e),
                     Err(e) => {
@@ -69,7 +70,7 @@ fn handle(sup: &Sup, req: CtlRequest) -> Result<CtlReply, String> {
         }
         CtlRequest::Restart { target } => {
             let id = resolve(sup, &target)?;
-            let message = workers::upgrade(sup, &id, None)?;
+            let message = recovery::upgrade(sup, &id, None)?;
             Ok(CtlReply::Done { message })
         }
     }
@@ -105,9 +106,10 @@ fn check_abs(what: &str, p: &str) -> Result<(), String> {
 /// Whether anything is mounted exactly at `path`.
 fn mounted_at(path: &str) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The last line is the top mount.
     info.lines()
-        .filter(|l| l.split(' ').nth(4) == Some(path))
-        .last()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(path))
         .and_then(|l| l.split(" - ").nth(1))
         .and_then(|r| r.split(' ').next())
         .map(str::to_string)

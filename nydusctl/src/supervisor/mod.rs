@@ -9,6 +9,7 @@
 
 mod api;
 pub mod conn;
+mod recovery;
 mod table;
 mod workers;
 
@@ -146,7 +147,7 @@ pub fn run(args: SuperviseArgs) -> Result<(), String> {
     workers::spawn_reaper(sup.clone())?;
     workers::spawn_worker_listener(sup.clone(), workers)?;
     if reloaded {
-        workers::spawn_orphan_check(sup.clone())?;
+        recovery::spawn_orphan_check(sup.clone())?;
     }
     log(&format!(
         "serving {} (state in {}, workers run {})",

@@ -8,6 +8,9 @@ use fuse_backend_rs::api::Vfs;
 
 use super::{lock, Daemon};
 
+/// (Vfs path, bootstrap, index, prefetch files) of one mount.
+pub type MountRow = (String, PathBuf, u8, Option<Vec<String>>);
+
 impl Daemon {
     /// The Vfs, for the handoff's snapshot and restore.
     pub fn vfs(&self) -> &Arc<Vfs> {
@@ -15,7 +18,7 @@ impl Daemon {
     }
 
     /// (Vfs path, bootstrap, index, prefetch files) of every mount.
-    pub fn mount_table(&self) -> Vec<(String, PathBuf, u8, Option<Vec<String>>)> {
+    pub fn mount_table(&self) -> Vec<MountRow> {
         lock(&self.mounts)
             .iter()
             .map(|(p, r)| {
