@@ -66,6 +66,23 @@ echo "README: $(cat "$work/mnt/README")"
 echo "files: $(find "$work/mnt" -type f | wc -l), bytes: $(du -sb --apparent-size "$work/mnt" | cut -f1)"
 diff -r "$src" "$work/mnt" >/dev/null && say "the mount matches the source tree byte for byte"
 
+say "the same image through the supervisor (scripts/systemd/nydus-supervisor.service runs it as a service)"
+sup=$work/supervisor.sock
+"$NYDUSCTL" supervise --sock "$sup" --state-dir "$work/state" --nydusd "$NYDUSD" >"$work/supervisor.log" 2>&1 &
+sup_pid=$!
+for _ in $(seq 100); do [ -S "$sup" ] && break; sleep 0.1; done
+export NYDUS_SUPERVISOR_SOCK=$sup
+mkdir -p "$work/mnt2"
+id=$("$NYDUSCTL" mount --bootstrap "$work/bootstrap" --config "$work/config.json" "$work/mnt2")
+"$NYDUSCTL" list
+say "upgrade (new worker first, no unmount), then kill -9 the worker: the mount keeps serving"
+"$NYDUSCTL" upgrade "$id"
+kill -9 "$("$NYDUSCTL" list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["pid"])')"
+echo "README after kill -9: $(cat "$work/mnt2/README")"
+"$NYDUSCTL" list
+"$NYDUSCTL" umount "$id"
+kill "$sup_pid" && wait "$sup_pid" 2>/dev/null || true
+
 if [ "${KEEP_MOUNTED:-0}" = 1 ]; then
     say "left mounted at $work/mnt; stop with: kill $pid"
 else
