@@ -34,6 +34,8 @@ pub(super) struct Shared {
 /// A successful reply: a JSON body (200) or none (204).
 enum Reply {
     Json(Value),
+    /// Prometheus text exposition.
+    Text(String),
     Empty,
 }
 
@@ -62,6 +64,7 @@ pub(super) async fn handle(
         ))),
     };
     let (status, body) = match result {
+        Ok(Reply::Text(text)) => return Ok(text_response(text)),
         Ok(Reply::Json(v)) => (200, Some(v)),
         Ok(Reply::Empty) => (204, None),
         Err(e) => {
@@ -85,6 +88,17 @@ fn response(status: u16, body: Option<Value>) -> Response<Full<Bytes>> {
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(SERVER, HeaderValue::from_static("Nydus API"));
+    resp
+}
+
+fn text_response(text: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     h.insert(SERVER, HeaderValue::from_static("Nydus API"));
     resp
 }
@@ -219,6 +233,7 @@ async fn dispatch(shared: &Arc<Shared>, (method, path, q, body): Reqd) -> Result
             no_body(&body)?;
             unit(blocking(shared, true, move |c| c.umount(&mp)).await)
         }
+        ("/metrics", &M::GET) => Ok(Reply::Text(crate::metrics::prometheus::render(metrics))),
         ("/api/v1/metrics", &M::GET) => metrics.fs_json(id).map(Reply::Json).map_err(metrics_err),
         ("/api/v1/metrics/files", &M::GET) => {
             let latest = match query(&q, "latest") {
@@ -310,6 +325,7 @@ fn is_route(p: &str) -> bool {
         "/api/v1/metrics/blobcache",
         "/api/v1/metrics/inflight",
         "/api/v1/config",
+        "/metrics",
     ];
     ROUTES.contains(&p)
 }

@@ -9,6 +9,7 @@
 mod events;
 mod fs;
 mod inflight;
+pub mod prometheus;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,6 +147,19 @@ impl Metrics {
             None => fs.values().cloned().collect(),
         };
         pick(hits, fs.len(), id)
+    }
+
+    /// Every metric set as (section, mountpoint, JSON), for `GET /metrics`.
+    pub fn all_sections(&self) -> Vec<(&'static str, String, Value)> {
+        let mut out = Vec::new();
+        for (mountpoint, fs) in read(&self.fs).iter() {
+            out.push(("fs", mountpoint.clone(), fs.to_json()));
+        }
+        for e in read(&self.storage).iter() {
+            out.push(("backend", e.mountpoint.clone(), e.source.backend_json()));
+            out.push(("blobcache", e.mountpoint.clone(), e.source.blobcache_json()));
+        }
+        out
     }
 
     /// `GET /api/v1/metrics[?id=]` body.

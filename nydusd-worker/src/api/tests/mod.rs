@@ -144,7 +144,9 @@ fn call(sock: &Path, method: Method, uri: &str, body: &str) -> (u16, String, Str
         let v = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).expect("JSON body")
+            // Non-JSON bodies (the Prometheus text of `/metrics`) come back as a string.
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         (status, ct, server, v)
     })

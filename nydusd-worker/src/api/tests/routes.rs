@@ -193,6 +193,15 @@ fn api_metrics_routes() {
     );
     assert_eq!(v["store_path"], "/cache");
 
+    let (st, ct, _, v) = call(h.path(), Method::GET, "/metrics", "");
+    assert_eq!(st, 200);
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    let text = v.as_str().unwrap_or_default();
+    assert!(
+        text.contains("nydusd_fs_data_read{mountpoint=\"/\"} 10"),
+        "{text}"
+    );
+
     let (st, _, _, v) = call(h.path(), Method::GET, "/api/v1/metrics/inflight", "");
     assert_eq!((st, v), (204, Value::Null));
     let op = InflightOp {
