@@ -260,7 +260,10 @@ mod tests {
             let packed = compress(c, &data).unwrap().expect("compressible");
             assert_eq!(decompress(c, &packed, data.len()).unwrap(), data, "{c:?}");
             // One byte short or long must be an error, never silently wrong data.
-            assert!(decompress(c, &packed, data.len() + 1).is_err(), "{c:?} long");
+            assert!(
+                decompress(c, &packed, data.len() + 1).is_err(),
+                "{c:?} long"
+            );
         }
         assert_eq!(compress(Compressor::None, &data).unwrap(), None);
     }
