@@ -121,7 +121,12 @@ impl RafsFs {
             return Ok(0);
         }
         let len = (inode.size - offset).min(u64::from(size)) as usize;
-        let chunks = self.chunks.get(&*self.reader, ino).map_err(rafs_errno)?;
+        // Any failure to resolve a regular file's chunks is bad image data:
+        // EIO, never ENOENT on a file that exists.
+        let chunks = self.chunks.get(&*self.reader, ino).map_err(|e| {
+            log::error!("chunks of inode {ino}: {e}");
+            errno(libc::EIO)
+        })?;
         let mut buf = vec![0u8; len];
         let n = self
             .data
