@@ -190,17 +190,6 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         cli.supervisor.clone(),
         tx.clone(),
     ));
-    // Bound before anything is mounted, so a bad --apisock is one line
-    // and leaves nothing behind.
-    let api = match &cli.apisock {
-        Some(sock) => {
-            let control: Arc<dyn DaemonControl> = daemon.clone();
-            let h = spawn_api_server(sock, control)
-                .map_err(|e| format!("--apisock {}: {e}", sock.display()))?;
-            Some(h)
-        }
-        None => None,
-    };
     if let Some(t) = &takeover {
         t.restore(&daemon)?;
     }
@@ -213,6 +202,18 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         )?;
     }
     daemon.set_state(State::Ready);
+    // Bound before the FUSE mount, so a bad --apisock leaves nothing
+    // mounted; after opening the image, so a bad image is one line even
+    // with --apisock.
+    let api = match &cli.apisock {
+        Some(sock) => {
+            let control: Arc<dyn DaemonControl> = daemon.clone();
+            let h = spawn_api_server(sock, control)
+                .map_err(|e| format!("--apisock {}: {e}", sock.display()))?;
+            Some(h)
+        }
+        None => None,
+    };
 
     // After everything that can fail on bad input, so such a failure stays
     // one line on stderr.
@@ -231,8 +232,11 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     if let Some(t) = &takeover {
         t.resend_if_needed(&daemon, &cli.failover_policy);
     }
+    let image = plan.bootstrap.as_ref().map_or(String::new(), |(b, _, _)| {
+        format!(" ({} at {})", b.display(), plan.virtual_mountpoint)
+    });
     log::info!(
-        "nydusd serving {} with {} threads",
+        "nydusd serving {}{image} with {} threads",
         mountpoint.display(),
         cli.fuse_threads
     );

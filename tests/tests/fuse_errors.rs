@@ -193,6 +193,20 @@ fn bad_command_lines_exit_1_with_one_line() {
             vec!["--localfs-dir"],
         ),
         (
+            "garbage bootstrap, with --apisock",
+            os(&[
+                &"--apisock",
+                &s.tmp.path().join("api.sock"),
+                &"--config",
+                c,
+                &"--bootstrap",
+                &garbage,
+                &"--mountpoint",
+                m,
+            ]),
+            vec!["garbage.bootstrap"],
+        ),
+        (
             "API socket in a missing directory",
             os(&[
                 &"--apisock",

@@ -274,7 +274,15 @@ impl Daemon {
             .map_err(|e| format!("mountpoint {path}: {e}"))?;
         let cache_id = parsed.id.clone().unwrap_or_default();
         self.metrics.add_storage(path, &cache_id, device.clone());
-        log::info!(
+        // Before serving (the --bootstrap image) this is start-up detail,
+        // reported by the "serving" line; later mounts are news.
+        let level = if lock(&self.notifier).is_some() {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
             "mounted {} at {path} (index {index}, mode {})",
             source.display(),
             parsed.rafs.mode.as_str()
