@@ -146,9 +146,10 @@ impl HttpBackend {
                 self.set_location(blob_id, None);
             }
         }
-        let url = self.origin.blob_url(blob_id)?;
         let (mut rounds, mut resends) = (0, 0);
         loop {
+            // Asked each time: a transport error may change the scheme.
+            let url = self.origin.blob_url(blob_id)?;
             let mut req = Req {
                 method: method.clone(),
                 url: url.clone(),
@@ -275,11 +276,12 @@ impl HttpBackend {
             },
             0,
         ));
-        let msg = format!(
-            "{} {what}: {} (after {n} attempts)",
-            self.origin.kind(),
-            b.message
-        );
+        let tries = if n == 1 {
+            "1 attempt".to_string()
+        } else {
+            format!("{n} attempts")
+        };
+        let msg = format!("{} {what}: {} ({tries})", self.origin.kind(), b.message);
         if !b.retry && !self.told.swap(true, Ordering::Relaxed) {
             log::error!("{msg}");
         }

@@ -48,6 +48,8 @@ impl Server {
                 }
                 let Ok(mut c) = conn else { continue };
                 let Some(req) = read_request(&c) else {
+                    // What a plain HTTP server says to a TLS ClientHello.
+                    let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
                     continue;
                 };
                 s2.lock().unwrap().push(req.clone());
@@ -332,6 +334,28 @@ fn wrong_credentials_are_one_permanent_error() {
     let anon = registry(s.port, None);
     let e = anon.read_at(ID, 0, &mut buf).unwrap_err();
     assert!(e.to_string().contains("no `auth` is configured"), "{e}");
+}
+
+#[test]
+fn skip_verify_falls_back_from_https_to_http() {
+    let s = Server::start(|req, _| partial(req));
+    let cfg = BackendConfig::Registry(RegistryConfig {
+        scheme: "https".into(),
+        host: format!("127.0.0.1:{}", s.port),
+        repo: "lib/img".into(),
+        http: HttpConfig {
+            skip_verify: true,
+            timeout: 3,
+            connect_timeout: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let b = backend_from_config(&cfg).unwrap();
+    let mut buf = [0u8; 3];
+    assert_eq!(b.read_at(ID, 1, &mut buf).unwrap(), 3);
+    assert_eq!(&buf, &BLOB[1..4]);
+    assert_eq!(b.http_metrics().unwrap().read_retries, 0, "{:?}", s.seen());
 }
 
 #[test]
