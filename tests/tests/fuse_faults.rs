@@ -30,10 +30,7 @@ struct Setup {
 /// that copy (`cache`: blobcache, else dummycache).
 fn setup(fixture: &str, cache: bool, validate: bool) -> Setup {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let fx = fixtures()
-        .into_iter()
-        .find(|f| f.name == fixture)
-        .unwrap_or_else(|| panic!("fixture {fixture} missing"));
+    let fx = fixture_named(fixture);
     let tree = tmp.path().join("src");
     source::make_checked_tree("mini", &tree, &fx.expected_manifest);
     let manifest = std::fs::read_to_string(&fx.expected_manifest).expect("manifest");
@@ -55,21 +52,7 @@ fn setup(fixture: &str, cache: bool, validate: bool) -> Setup {
         cfg.cache_dir = None;
     }
     cfg.digest_validate = validate;
-    let cfg_path = tmp.path().join("config.json");
-    std::fs::write(&cfg_path, cfg.text()).expect("write config");
-    let d = Daemon::start(
-        &tmp.path().join("mnt"),
-        &tmp.path().join("api.sock"),
-        &tmp.path().join("nydusd.log"),
-        &[
-            OsStr::new("--config"),
-            cfg_path.as_os_str(),
-            OsStr::new("--bootstrap"),
-            fx.bootstrap.as_os_str(),
-            OsStr::new("--log-level"),
-            OsStr::new("warn"),
-        ],
-    );
+    let d = start_daemon(tmp.path(), &cfg, &fx.bootstrap, "mnt");
     Setup {
         d,
         _tmp: tmp,
@@ -77,6 +60,34 @@ fn setup(fixture: &str, cache: bool, validate: bool) -> Setup {
         original,
         files,
     }
+}
+
+fn fixture_named(name: &str) -> nydus_e2e::Fixture {
+    let found = fixtures().into_iter().find(|f| f.name == name);
+    found.unwrap_or_else(|| panic!("fixture {name} missing"))
+}
+
+/// Starts nydusd on `bootstrap` with `cfg`, mounted at `dir/NAME`.
+fn start_daemon(dir: &Path, cfg: &V1Config, bootstrap: &Path, name: &str) -> Daemon {
+    let cfg_path = dir.join(format!("{name}.json"));
+    std::fs::write(&cfg_path, cfg.text()).expect("write config");
+    let args = [
+        OsStr::new("--config"),
+        cfg_path.as_os_str(),
+        OsStr::new("--bootstrap"),
+    ];
+    let mut args = args.to_vec();
+    args.extend([
+        bootstrap.as_os_str(),
+        OsStr::new("--log-level"),
+        OsStr::new("warn"),
+    ]);
+    Daemon::start(
+        &dir.join(name),
+        &dir.join(format!("{name}.sock")),
+        &dir.join(format!("{name}.log")),
+        &args,
+    )
 }
 
 /// Reads a whole file after dropping its pages from the kernel's cache, so
@@ -354,4 +365,62 @@ fn deleted_blob_then_restored() {
     s.expect_correct(&rel, &want, "after the blob came back");
     s.all_correct("after the blob came back");
     s.still_up(what);
+}
+
+/// A cached chunk corrupted on disk while no daemon runs (a crash can leave
+/// that, reference §5.3): a restarted daemon with digest_validate checks the
+/// chunk before trusting it and fetches it again -- correct bytes.
+#[test]
+fn corrupted_cache_file_is_revalidated_after_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fx = fixture_named("mini-v5-lz4-blake3");
+    let tree = tmp.path().join("src");
+    source::make_checked_tree("mini", &tree, &fx.expected_manifest);
+    let want = std::fs::read(tree.join(TARGET)).expect("read source");
+    let cache = tmp.path().join("cache");
+    let mut cfg = V1Config::new(&fx.blob_dir, &cache);
+    cfg.digest_validate = true;
+    let d = start_daemon(tmp.path(), &cfg, &fx.bootstrap, "first");
+    assert!(read_uncached(&d.mountpoint.join(TARGET)).expect("first read") == want);
+    // The cache write may lag the reply: wait for the chunk to be on disk.
+    let needle = &want[100_000..100_064];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (data, bytes, pos) = loop {
+        let found = std::fs::read_dir(&cache)
+            .expect("read cache dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".blob.data"))
+            .find_map(|p| {
+                let b = std::fs::read(&p).ok()?;
+                let pos = b.windows(64).position(|w| w == needle)?;
+                Some((p, b, pos))
+            });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chunk read is not in any *.blob.data of {} after 20 s",
+            cache.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop(d);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&data)
+        .expect("open cache file");
+    f.write_all_at(&[bytes[pos + 10] ^ 0xA5], (pos + 10) as u64)
+        .expect("corrupt cache file");
+
+    let d = start_daemon(tmp.path(), &cfg, &fx.bootstrap, "second");
+    match read_uncached(&d.mountpoint.join(TARGET)) {
+        Ok(got) => assert!(
+            got == want,
+            "a corrupted cache chunk was served after a restart with digest_validate; log:\n{}",
+            d.log_tail()
+        ),
+        Err(e) => panic!("read after restart: {e} (the chunk should be fetched again)"),
+    }
 }
