@@ -282,8 +282,10 @@ impl HttpBackend {
             format!("{n} attempts")
         };
         let msg = format!("{} {what}: {} ({tries})", self.origin.kind(), b.message);
+        // A failure no retry can fix recurs on every read: said once, with
+        // what it means, until a read succeeds again.
         if !b.retry && !self.told.swap(true, Ordering::Relaxed) {
-            log::error!("{msg}");
+            log::error!("{msg}; reads that need this backend fail with EIO until that is fixed");
         }
         let kind = if b.message.contains("credentials") {
             io::ErrorKind::PermissionDenied
