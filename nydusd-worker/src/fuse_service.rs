@@ -13,6 +13,7 @@ use fuse_backend_rs::api::Vfs;
 use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 
 use crate::daemon::Event;
+use crate::metrics::{InflightSlot, InflightTable};
 
 /// Upstream's filesystem name (`/proc/mounts` source column).
 const FS_NAME: &str = "rafs";
@@ -119,6 +120,7 @@ impl FuseService {
         server: Arc<Server<Arc<Vfs>>>,
         threads: u32,
         events: Sender<Event>,
+        inflight: &Arc<InflightTable>,
     ) -> Result<Self, String> {
         let dev = mount_entry(session.mountpoint())
             .filter(|(_, fstype)| fstype.starts_with("fuse"))
@@ -135,10 +137,11 @@ impl FuseService {
                 .map_err(|e| format!("FUSE channel: {e}"))?;
             let server = server.clone();
             let events = events.clone();
+            let slot = inflight.slot();
             let t = std::thread::Builder::new()
                 .name(format!("fuse-{i}"))
                 .spawn(move || {
-                    let why = serve(ch, &server);
+                    let why = serve(ch, &server, &slot);
                     let _ = events.send(Event::FuseStopped(why));
                 })
                 .map_err(|e| format!("starting FUSE thread: {e}"))?;
@@ -192,11 +195,12 @@ impl FuseService {
 }
 
 /// One thread's loop. Returns why it stopped when that was an error.
-fn serve(mut ch: FuseChannel, server: &Server<Arc<Vfs>>) -> Option<String> {
+/// `slot` shows the request being served in `/api/v1/metrics/inflight`.
+fn serve(mut ch: FuseChannel, server: &Server<Arc<Vfs>>, slot: &InflightSlot) -> Option<String> {
     loop {
         match ch.get_request() {
             Ok(Some((reader, writer))) => {
-                match server.handle_message(reader, writer.into(), None, None) {
+                match server.handle_message(reader, writer.into(), None, Some(slot)) {
                     Ok(_) => {}
                     // The kernel no longer wants the reply (interrupted, or
                     // the mount is going away).

@@ -224,7 +224,13 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         None => FuseService::mount(&mountpoint)?,
     };
     // On error the session is dropped inside `start`, which unmounts.
-    let service = FuseService::start(session, daemon.server(), cli.fuse_threads, tx.clone())?;
+    let service = FuseService::start(
+        session,
+        daemon.server(),
+        cli.fuse_threads,
+        tx.clone(),
+        daemon.inflight(),
+    )?;
     if let Some(fd) = service.notifier() {
         daemon.set_notifier(fd);
     }

@@ -167,6 +167,11 @@ impl Daemon {
         })
     }
 
+    /// Where the FUSE threads show the requests they are serving.
+    pub fn inflight(&self) -> &Arc<crate::metrics::InflightTable> {
+        self.metrics.inflight()
+    }
+
     pub fn set_state(&self, state: State) {
         *lock(&self.state) = state;
     }
