@@ -97,3 +97,61 @@ pub fn send_on<T: Serialize>(stream: &UnixStream, msg: &T, fd: Option<RawFd>) ->
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nydus_protocol::handoff::{WorkerMsg, WorkerState};
+    use std::io::{Read, Seek};
+    use std::os::unix::io::AsRawFd;
+
+    #[test]
+    fn frames_and_fds_survive_split_writes() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"kept").unwrap();
+        let reg = WorkerMsg::Register {
+            id: "m1".into(),
+            pid: 1,
+            version: "v".into(),
+            state: WorkerState {
+                mountpoint: "/m".repeat(40_000), // bigger than one read
+                ..WorkerState::default()
+            },
+        };
+        send_on(&a, &WorkerMsg::Stop, None).unwrap();
+        let sender = std::thread::spawn(move || {
+            send_on(&a, &reg, Some(file.as_raw_fd())).unwrap();
+            // A frame written a byte at a time.
+            let frame = nydus_protocol::handoff::encode(&WorkerMsg::Stopped).unwrap();
+            for byte in frame {
+                (&a).write_all(&[byte]).unwrap();
+            }
+            a
+        });
+        let mut conn = Conn::new(b);
+        let (m, fd) = conn.recv::<WorkerMsg>(WorkerMsg::carries_fd).unwrap();
+        assert_eq!((m, fd.is_none()), (WorkerMsg::Stop, true));
+        let (m, fd) = conn.recv::<WorkerMsg>(WorkerMsg::carries_fd).unwrap();
+        assert!(matches!(m, WorkerMsg::Register { .. }));
+        let mut f = fd.expect("fd with the register");
+        f.rewind().unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "kept");
+        let (m, _) = conn.recv::<WorkerMsg>(WorkerMsg::carries_fd).unwrap();
+        assert_eq!(m, WorkerMsg::Stopped);
+        drop(sender.join().unwrap());
+        let e = conn.recv::<WorkerMsg>(WorkerMsg::carries_fd).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn garbage_peer_is_an_error() {
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut conn = Conn::new(b);
+        let e = conn.recv::<WorkerMsg>(|_| false).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+}
