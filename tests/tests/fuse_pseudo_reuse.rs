@@ -1,9 +1,14 @@
-//! A file kept open across the umount of its pseudo mount (reference §9):
-//! once later mounts reuse the unmounted instance's inode-number prefix
-//! (`fs_index`, 1..=255, round robin), the old descriptor must not read
-//! another image's file that got the same node id -- it may fail or still
-//! read its own file, never someone else's bytes (architecture: "Wrong
-//! bytes are never returned").
+//! Pseudo mounts removed while in use (reference §9).
+//!
+//! * A file kept open across the umount of its pseudo mount: once later
+//!   mounts reuse the unmounted instance's inode-number prefix (`fs_index`,
+//!   1..=255, round robin), the old descriptor must not read another image's
+//!   file that got the same node id -- it may fail or still read its own
+//!   file, never someone else's bytes (architecture: "Wrong bytes are never
+//!   returned").
+//! * Umount under load: readers busy on the mount see correct bytes until
+//!   the umount and errors after it, the umount answers promptly, and the
+//!   daemon keeps serving.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -11,6 +16,8 @@ use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use nydus_e2e::api::{self, Daemon, V1Config};
 use nydus_e2e::{fixtures, source, Fixture};
@@ -153,4 +160,113 @@ fn open_fd_across_umount_never_reads_another_image() {
     }
     drop(old);
     assert!(d.alive(), "nydusd died; log:\n{}", d.log_tail());
+}
+
+#[test]
+fn umount_under_load() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fb = fixture("dedup-v6-zstd-blake3");
+    let tree = tmp.path().join("src");
+    source::make_checked_tree("dedup", &tree, &fb.expected_manifest);
+    let manifest = std::fs::read_to_string(&fb.expected_manifest).expect("manifest");
+    let files = source::load_files(&tree, &manifest);
+    let cfg = V1Config::new(&fb.blob_dir, &tmp.path().join("cache")).text();
+    let mut d = Daemon::start(
+        &tmp.path().join("mnt"),
+        &tmp.path().join("api.sock"),
+        &tmp.path().join("nydusd.log"),
+        &[OsStr::new("--log-level"), OsStr::new("warn")],
+    );
+    let at = d.mountpoint.join("x");
+    for cycle in 0..10 {
+        ok(
+            &api::mount(&d.apisock, "/x", &fb.bootstrap, &cfg),
+            "mount /x",
+            &d,
+        );
+        let (umounting, stop, good) = (
+            AtomicBool::new(false),
+            AtomicBool::new(false),
+            AtomicU64::new(0),
+        );
+        let failures: Vec<String> = std::thread::scope(|s| {
+            let readers: Vec<_> = (0..8usize)
+                .map(|k| {
+                    let (at, files, umounting, stop, good) =
+                        (&at, &files, &umounting, &stop, &good);
+                    s.spawn(move || {
+                        let mut i = k;
+                        while !stop.load(Ordering::SeqCst) {
+                            let (rel, want) = &files[i % files.len()];
+                            i += 7;
+                            let got = std::fs::File::open(at.join(rel)).and_then(|mut f| {
+                                // SAFETY: a valid descriptor; drops clean cached pages only.
+                                unsafe {
+                                    libc::posix_fadvise(
+                                        f.as_raw_fd(),
+                                        0,
+                                        0,
+                                        libc::POSIX_FADV_DONTNEED,
+                                    )
+                                };
+                                let mut buf = Vec::new();
+                                f.read_to_end(&mut buf).map(|_| buf)
+                            });
+                            // Read after the attempt: set before the umount is asked for.
+                            let late = umounting.load(Ordering::SeqCst);
+                            match got {
+                                Ok(got) if got == *want => {
+                                    good.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(_) => return Some(format!("{}: wrong bytes", rel.display())),
+                                Err(e) if late && e.raw_os_error() != Some(libc::ENOTCONN) => {}
+                                Err(e) => {
+                                    return Some(format!(
+                                        "{} (umount started: {late}): {e}",
+                                        rel.display()
+                                    ))
+                                }
+                            }
+                        }
+                        None
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            umounting.store(true, Ordering::SeqCst);
+            let t = Instant::now();
+            let r = api::umount(&d.apisock, "/x");
+            let took = t.elapsed();
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::SeqCst);
+            let mut out: Vec<String> = readers
+                .into_iter()
+                .filter_map(|h| h.join().expect("reader"))
+                .collect();
+            if r.status != 204 && r.status != 200 {
+                out.push(format!("umount under load: HTTP {} {}", r.status, r.body));
+            }
+            if took > Duration::from_secs(10) {
+                out.push(format!("umount under load took {took:?}"));
+            }
+            out
+        });
+        assert!(
+            failures.is_empty(),
+            "cycle {cycle}: {failures:#?}; log:\n{}",
+            d.log_tail()
+        );
+        assert!(
+            good.load(Ordering::Relaxed) > 0,
+            "cycle {cycle}: no read succeeded before the umount"
+        );
+    }
+    assert!(d.alive(), "nydusd died; log:\n{}", d.log_tail());
+    ok(
+        &api::mount(&d.apisock, "/y", &fb.bootstrap, &cfg),
+        "mount /y",
+        &d,
+    );
+    let (rel, want) = &files[0];
+    assert!(std::fs::read(d.mountpoint.join("y").join(rel)).expect("read /y") == *want);
 }
