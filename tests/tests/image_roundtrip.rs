@@ -350,3 +350,26 @@ fn prefetch_list_reaches_the_bootstrap() {
         assert_eq!(r.prefetch_inodes().unwrap(), want, "v{v}");
     }
 }
+
+/// With no compression the data blob does not depend on the compression
+/// library, so ours must be byte-identical to upstream's fixture (same
+/// chunk order, dedup, 4 KiB alignment, ci table and header): same blob
+/// id. The bootstrap has the same size; it differs only in the root mtime
+/// (we store it, upstream stores 0) and xattr order (upstream's is random).
+#[test]
+fn uncompressed_blob_is_identical_to_upstream() {
+    let fixture = nydus_e2e::shared().join("fixtures/rafs/mini-v6-none-blake3");
+    let dir = TempDir::new().unwrap();
+    let src = dir.path().join("mini");
+    make_tree("mini", &src);
+    let (boot, blobs) = create(&src, &dir.path().join("out"), &["--compressor", "none"]).unwrap();
+    let names = |d: &Path| -> Vec<_> {
+        fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    assert_eq!(names(&blobs), names(&fixture.join("blobs")));
+    let ours = fs::metadata(&boot).unwrap().len();
+    assert_eq!(ours, fs::metadata(fixture.join("bootstrap")).unwrap().len());
+}
