@@ -114,8 +114,17 @@ pub fn upgrade(sup: &Sup, id: &str, nydusd: Option<&str>) -> Result<String, Stri
     };
     e.status = MountStatus::Running;
     if let Err(err) = result {
+        if e.writer.is_some() {
+            return Err(format!(
+                "upgrade of {id} rolled back, the old worker keeps serving: {err}"
+            ));
+        }
+        // The old worker died meanwhile: recover the mount now.
+        e.status = MountStatus::Recovering;
+        drop(inner);
+        failover(sup, id);
         return Err(format!(
-            "upgrade of {id} rolled back, the old worker keeps serving: {err}"
+            "upgrade of {id} failed ({err}) and the old worker died; recovered with the previous binary, see `nydusctl list`"
         ));
     }
     e.p.nydusd = bin.clone();

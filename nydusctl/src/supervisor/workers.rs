@@ -121,9 +121,14 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
                 let reply = match inner.mounts.get(&id) {
                     Some(e) => match (&e.p.state, &e.fuse) {
                         (Some(st), Some(f)) => Ok((
+                            // Always resend: after a crash it recovers what the
+                            // dead worker had read; during an upgrade the old
+                            // worker may die too. A resent request is answered
+                            // again identically (read-only, stateless handles)
+                            // and the kernel drops the stale reply.
                             WorkerMsg::Restore {
                                 state: st.clone(),
-                                resend: e.status == MountStatus::Recovering,
+                                resend: true,
                             },
                             f.as_raw_fd(),
                         )),
@@ -152,6 +157,12 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
     e.writer = None;
     e.pid = None;
     e.p.crashes += 1;
+    if e.status == MountStatus::Upgrading {
+        // The upgrade's new worker takes over (and resends); if it fails,
+        // the upgrade starts the failover.
+        log(&format!("worker of {id} died during an upgrade"));
+        return;
+    }
     let quick = e.registered_at.is_none_or(|t| t.elapsed() < QUICK_DEATH);
     e.recent_crashes = if quick { e.recent_crashes + 1 } else { 0 };
     e.status = MountStatus::Recovering;
