@@ -46,6 +46,7 @@ fn s3_config(store: &ObjectStore, sk: &str) -> serde_json::Value {
 
 fn assert_no_secret(text: &str, what: &str) {
     assert!(!text.contains(SK), "{what} contains the secret key");
+    assert!(!text.contains(AK), "{what} contains the access key id");
 }
 
 #[test]

@@ -135,6 +135,12 @@ fn registry_bearer_token_over_tls_skip_verify() {
         json!({"skip_verify": true}),
     );
     mount_and_check(fx, &r, cfg, "dummycache", &t.path().join("m"));
+    // The daemon got its token from the token server (with the password).
+    let tokens = std::fs::read_to_string(t.path().join("reg/token.log")).unwrap_or_default();
+    assert!(
+        tokens.contains("GET /token?") && tokens.contains(" 200 "),
+        "no token was issued:\n{tokens}"
+    );
 }
 
 #[test]
