@@ -46,14 +46,15 @@ pub(crate) fn check_id(blob_id: &str) -> Result<&str, Bad> {
 impl Registry {
     pub(crate) fn new(c: &RegistryConfig) -> Self {
         let https = c.scheme != "http";
+        let repo = c.repo.trim_matches('/').to_string();
         Registry {
             https: AtomicBool::new(https),
             may_fall_back: https && c.http.skip_verify,
             host: c.host.trim_end_matches('/').to_string(),
-            repo: c.repo.trim_matches('/').to_string(),
+            auth: RegistryAuth::new(&repo, c.auth.clone(), c.registry_token.clone()),
+            repo,
             blob_url_scheme: c.blob_url_scheme.clone(),
             blob_redirected_host: c.blob_redirected_host.clone(),
-            auth: RegistryAuth::new(&c.repo, c.auth.clone(), c.registry_token.clone()),
         }
     }
 
