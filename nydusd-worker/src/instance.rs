@@ -77,6 +77,8 @@ pub struct OpenRequest<'a> {
     pub stats: Arc<dyn FopSink>,
     /// Told about every failed chunk read (the daemon's events ring).
     pub on_failure: Option<FailureHook>,
+    /// Other pseudo mounts may share the FUSE connection (not at `/`).
+    pub shared_connection: bool,
 }
 
 /// Opens `req.bootstrap` with `req.config`. The error is one line naming the
@@ -94,7 +96,8 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     }
     let chunk_size = reader.super_info().chunk_size;
     let device = Arc::new(DeviceData { device, chunk_size });
-    let opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);
+    let mut opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);
+    opts.xattr_enosys = !req.shared_connection;
     let fs = RafsFs::new(reader, device.clone(), opts, req.stats)
         .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
     Ok(Opened { fs, device })

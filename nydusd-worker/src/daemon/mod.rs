@@ -270,6 +270,7 @@ impl Daemon {
             start_time: self.start_time,
             stats: fs_metrics,
             on_failure: Some(self.failure_hook()),
+            shared_connection: path != "/",
         })?;
         let device = opened.device.clone();
         let reader = opened.fs.reader().clone();

@@ -47,6 +47,11 @@ pub trait FileData: Send + Sync {
 pub struct FsOptions {
     /// Answer xattr calls even when the image lacks HAS_XATTR (`enable_xattr`).
     pub enable_xattr: bool,
+    /// Without xattrs, answer ENOSYS as upstream does. The kernel then stops
+    /// asking for the whole connection, so this is only right when the
+    /// image is alone on it (mounted at `/`); beside other pseudo mounts
+    /// "no attributes" (ENODATA, empty list) is answered instead.
+    pub xattr_enosys: bool,
     /// Reported for every inode whose stored mtime is 0.
     pub start_time: i64,
     /// Reported as owner when the image has no EXPLICIT_UID_GID.
@@ -62,6 +67,7 @@ impl FsOptions {
     pub fn for_daemon(start_time: i64, enable_xattr: bool) -> Self {
         FsOptions {
             enable_xattr,
+            xattr_enosys: true,
             start_time,
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),

@@ -142,6 +142,7 @@ impl FileData for Bytes {
 fn fs(explicit: bool, has_xattr: bool, enable_xattr: bool) -> RafsFs {
     let opts = FsOptions {
         enable_xattr,
+        xattr_enosys: true,
         start_time: 42,
         uid: 7,
         gid: 8,
@@ -288,4 +289,16 @@ fn errno_table() {
     for (e, want) in cases {
         assert_eq!(err::<()>(Err(rafs_errno(e))), want);
     }
+}
+
+#[test]
+fn xattrs_beside_other_mounts_are_empty_not_enosys() {
+    let mut f = fs(true, false, false);
+    f.opts.xattr_enosys = false;
+    let k = CString::new("user.k").unwrap();
+    assert_eq!(err(f.getxattr(&ctx(), 3, &k, 0)), libc::ENODATA);
+    assert!(matches!(
+        f.listxattr(&ctx(), 3, 0).unwrap(),
+        ListxattrReply::Count(0)
+    ));
 }
