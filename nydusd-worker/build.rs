@@ -18,7 +18,17 @@ fn main() {
     println!("cargo:rustc-env=NYDUSD_GIT_COMMIT={commit}");
     println!("cargo:rustc-env=NYDUSD_BUILD_TIME={time}");
     println!("cargo:rustc-env=NYDUSD_RUSTC={rustc}");
-    // Re-run only when this script changes: tracking .git would rebuild the
-    // daemon on every commit anyone makes in a shared checkout.
     println!("cargo:rerun-if-changed=build.rs");
+    // Re-run when HEAD moves (a commit or a checkout), so `Git Commit:` -
+    // which nydus-snapshotter compares to detect upgrades - is never stale.
+    if let Some(git_dir) = run("git", &["rev-parse", "--absolute-git-dir"]) {
+        let git_dir = std::path::Path::new(&git_dir);
+        let mut watch = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
+        if let Some(head_ref) = run("git", &["symbolic-ref", "-q", "HEAD"]) {
+            watch.push(git_dir.join(head_ref));
+        }
+        for path in watch.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
 }
