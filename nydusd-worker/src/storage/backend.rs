@@ -26,7 +26,6 @@ pub trait Backend: Send + Sync {
 
     /// Wire-level counters of a network backend (requests, retries, proxy,
     /// auth); `None` for local backends.
-    #[allow(dead_code)] // for the storage metrics to include
     fn http_metrics(&self) -> Option<super::http::HttpMetrics> {
         None
     }

@@ -273,7 +273,9 @@ impl BlobDevice {
 
     /// `GET /api/v1/metrics/backend`.
     pub fn backend_metrics(&self) -> BackendMetrics {
-        self.metrics.backend(self.backend.kind())
+        let mut m = self.metrics.backend(self.backend.kind());
+        m.http = self.backend.http_metrics();
+        m
     }
 
     /// `GET /api/v1/metrics/blobcache`.

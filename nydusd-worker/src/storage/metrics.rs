@@ -81,6 +81,10 @@ pub struct BackendMetrics {
     pub read_cumulative_latency_millis_dist: [u64; BUCKETS],
     pub read_count_block_size_dist: [u64; BUCKETS],
     pub read_latency_sizes_dist: [[u64; BUCKETS]; BUCKETS],
+    /// Wire-level counters of a network backend (not upstream; absent for
+    /// local backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<super::http::HttpMetrics>,
 }
 
 /// `GET /api/v1/metrics/blobcache` body.
@@ -157,6 +161,7 @@ impl StorageMetrics {
             read_cumulative_latency_millis_dist: self.latency_millis_dist.snapshot(),
             read_count_block_size_dist: self.block_size_dist.snapshot(),
             read_latency_sizes_dist: std::array::from_fn(|i| self.latency_sizes_dist[i].snapshot()),
+            http: None,
         }
     }
 
