@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant};
 
 use nydus_e2e::servers::{
-    assert_fixture, fixture, full_log, mount_fixture, pick_file, Nginx, Registry, RegistryOpts,
+    assert_fixture, backend_metrics, fixture, full_log, mount_fixture, pick_file, Nginx, Registry,
+    RegistryOpts,
 };
 use serde_json::json;
 
@@ -73,6 +74,12 @@ fn proxy_fallback_while_down_and_back_when_healthy() {
     let log = full_log(&d);
     assert!(log.contains("proxy is unhealthy"), "{log}");
     assert!(log.contains("proxy is healthy again"), "{log}");
+    let m: serde_json::Value =
+        serde_json::from_str(&backend_metrics(&tmp)).expect("metrics are JSON");
+    let http = &m["http"];
+    assert!(http["proxy_requests"].as_u64() > Some(0), "{m}");
+    assert!(http["proxy_unhealthy"].as_u64() >= Some(1), "{m}");
+    assert_eq!(http["proxy_healthy"], true, "{m}");
     assert_fixture(&fx, &d, "registry through nginx");
 }
 
