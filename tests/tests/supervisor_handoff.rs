@@ -144,6 +144,12 @@ fn upgrades_and_kills_under_load() {
     for (p, s) in PHASES.iter().zip(&stalls) {
         println!("longest read during {p}: {s:?}");
     }
+    let log = sup.log();
+    println!(
+        "failovers through a standby: {}, through a fresh successor: {}",
+        log.matches("standby serving").count(),
+        log.matches("successor serving").count()
+    );
     assert_eq!(load.errors.load(Ordering::Relaxed), 0, "read errors");
     assert_eq!(load.wrong.load(Ordering::Relaxed), 0, "wrong bytes");
     for (p, s) in PHASES.iter().zip(&stalls) {

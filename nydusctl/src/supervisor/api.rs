@@ -160,7 +160,7 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
         id
     };
     let bin = sup.nydusd.display().to_string();
-    let result = workers::spawn_worker(sup, &id, false, &bin)
+    let result = workers::spawn_worker(sup, &id, workers::Start::Fresh, &bin)
         .and_then(|pid| wait_registered(sup, &id, pid).map(|()| pid));
     match result {
         Ok(_) => {
@@ -173,7 +173,10 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
             // worker may have mounted.
             let pid = {
                 let mut inner = sup.lock();
-                let e = inner.mounts.remove(&id);
+                let mut e = inner.mounts.remove(&id);
+                if let Some(e) = e.as_mut() {
+                    super::standby::kill_locked(e);
+                }
                 sup.persist(&inner);
                 e.and_then(|e| e.pid)
             };
@@ -195,6 +198,7 @@ fn umount(sup: &Sup, target: &str) -> Result<CtlReply, String> {
         let e = inner.mounts.get_mut(&id).ok_or("mount vanished")?;
         e.stopping = true;
         e.fuse = None;
+        super::standby::kill_locked(e);
         (e.p.mountpoint.clone(), e.pid)
     };
     detach(&mp);

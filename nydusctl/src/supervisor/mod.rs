@@ -10,6 +10,7 @@
 mod api;
 pub mod conn;
 mod recovery;
+mod standby;
 mod table;
 mod workers;
 

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use nydus_protocol::handoff::{MountStatus, WorkerMsg};
 
 use super::conn::send_on;
-use super::workers::{kill_group, spawn_worker, wait_registered};
+use super::workers::{kill_group, spawn_worker, wait_registered, Start};
 use super::{log, Sup};
 
 /// Attempts to restore a crashed mount before it is detached.
@@ -19,6 +19,9 @@ const MAX_RESTORE_ATTEMPTS: u32 = 6;
 /// Replaces a dead worker from the kept fd and state; backs off in a crash
 /// loop; detaches the mount when nothing can restore it.
 pub fn failover(sup: &Sup, id: &str) {
+    if super::standby::activate(sup, id) {
+        return;
+    }
     let mut attempt = 0u32;
     loop {
         let (delay, nydusd) = {
@@ -46,8 +49,8 @@ pub fn failover(sup: &Sup, id: &str) {
             e.status = MountStatus::Recovering;
         }
         let t0 = Instant::now();
-        let result =
-            spawn_worker(sup, id, true, &nydusd).and_then(|pid| wait_registered(sup, id, pid));
+        let result = spawn_worker(sup, id, Start::Takeover, &nydusd)
+            .and_then(|pid| wait_registered(sup, id, pid));
         match result {
             Ok(()) => {
                 log(&format!("{id}: successor serving after {:?}", t0.elapsed()));
@@ -100,6 +103,8 @@ pub fn upgrade(sup: &Sup, id: &str, nydusd: Option<&str>) -> Result<String, Stri
             ));
         }
         e.status = MountStatus::Upgrading;
+        // A standby runs the old binary; a new one follows the upgrade.
+        super::standby::kill_locked(e);
         let bin = nydusd.map_or_else(|| e.p.nydusd.clone(), str::to_string);
         (
             e.pid,
@@ -107,7 +112,8 @@ pub fn upgrade(sup: &Sup, id: &str, nydusd: Option<&str>) -> Result<String, Stri
             bin,
         )
     };
-    let result = spawn_worker(sup, id, true, &bin).and_then(|pid| wait_registered(sup, id, pid));
+    let result =
+        spawn_worker(sup, id, Start::Takeover, &bin).and_then(|pid| wait_registered(sup, id, pid));
     let mut inner = sup.lock();
     let Some(e) = inner.mounts.get_mut(id) else {
         return Err(format!("mount {id} was removed during the upgrade"));
@@ -115,6 +121,8 @@ pub fn upgrade(sup: &Sup, id: &str, nydusd: Option<&str>) -> Result<String, Stri
     e.status = MountStatus::Running;
     if let Err(err) = result {
         if e.writer.is_some() {
+            drop(inner);
+            super::standby::ensure(sup, id);
             return Err(format!(
                 "upgrade of {id} rolled back, the old worker keeps serving: {err}"
             ));
@@ -130,6 +138,7 @@ pub fn upgrade(sup: &Sup, id: &str, nydusd: Option<&str>) -> Result<String, Stri
     e.p.nydusd = bin.clone();
     sup.persist(&inner);
     drop(inner);
+    super::standby::ensure(sup, id);
     if let Some(w) = old_writer {
         let _ = send_on(&w, &WorkerMsg::Stop, None);
     }

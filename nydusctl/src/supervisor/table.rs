@@ -30,6 +30,10 @@ pub struct Entry {
     pub last_error: Option<String>,
     /// umount in progress: a worker exit is expected.
     pub stopping: bool,
+    /// A restored successor waiting for `Activate` (pid, its connection).
+    pub standby: Option<(u32, UnixStream)>,
+    /// A standby started but not yet ready.
+    pub standby_pending: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,6 +68,8 @@ impl Entry {
             recent_crashes: 0,
             last_error: None,
             stopping: false,
+            standby: None,
+            standby_pending: None,
         }
     }
 

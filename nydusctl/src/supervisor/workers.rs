@@ -73,6 +73,7 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
         inner.next_token
     };
     let mut registered: Option<String> = None;
+    let mut standby_pid: Option<u32> = None;
     loop {
         let (msg, fd) = match conn.recv(is_fd_msg) {
             Ok(m) => m,
@@ -103,9 +104,14 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
                     e.status = MountStatus::Running;
                 }
                 e.last_error = None;
-                registered = Some(id);
+                let running = e.status == MountStatus::Running;
+                registered = Some(id.clone());
                 sup.persist(&inner);
                 sup.cv.notify_all();
+                drop(inner);
+                if running {
+                    super::standby::ensure(&sup, &id);
+                }
             }
             WorkerMsg::State { state } => {
                 let mut inner = sup.lock();
@@ -115,6 +121,10 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
                         sup.persist(&inner);
                     }
                 }
+            }
+            WorkerMsg::StandbyReady { id, pid } => {
+                standby_pid = Some(pid);
+                super::standby::ready(&sup, &id, pid, &conn.stream);
             }
             WorkerMsg::Takeover { id, .. } => {
                 let inner = sup.lock();
@@ -145,6 +155,9 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
             }
             _ => {}
         }
+    }
+    if let Some(pid) = standby_pid {
+        super::standby::gone(&sup, pid);
     }
     let Some(id) = registered else { return };
     let mut inner = sup.lock();
@@ -177,9 +190,19 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
         .spawn(move || super::recovery::failover(&sup2, &id));
 }
 
-/// Starts `nydusd` for mount `id`: fresh (mounts) or `--upgrade` (takes
-/// over the kept fd). Returns the pid.
-pub fn spawn_worker(sup: &Sup, id: &str, upgrade: bool, nydusd: &str) -> Result<u32, String> {
+/// Starts `nydusd` for mount `id`. Returns the pid.
+/// How a worker starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Mounts `--bootstrap` itself.
+    Fresh,
+    /// Takes over the kept fd and state, serves at once.
+    Takeover,
+    /// Takes over, restores, then waits for `Activate`.
+    Standby,
+}
+
+pub fn spawn_worker(sup: &Sup, id: &str, start: Start, nydusd: &str) -> Result<u32, String> {
     let (mp, bootstrap, config, generation) = {
         let mut inner = sup.lock();
         let e = inner.mounts.get_mut(id).ok_or("mount vanished")?;
@@ -208,7 +231,10 @@ pub fn spawn_worker(sup: &Sup, id: &str, upgrade: bool, nydusd: &str) -> Result<
         .arg(&mp)
         .arg("--apisock")
         .arg(&apisock);
-    if upgrade {
+    if start == Start::Standby {
+        cmd.env("NYDUSD_STANDBY", "1");
+    }
+    if start != Start::Fresh {
         cmd.arg("--upgrade");
     } else {
         cmd.arg("--config")

@@ -13,6 +13,7 @@
 mod conn;
 mod link;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
@@ -35,9 +36,14 @@ pub use link::{attach, Link};
 /// How long a successor waits for the supervisor's reply.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Set by the supervisor for a standby successor (not a flag: a standby is
+/// the supervisor's business, never a user's).
+const STANDBY_ENV: &str = "NYDUSD_STANDBY";
+
 /// What a successor got from the supervisor.
 pub struct Takeover {
-    pub conn: Conn,
+    pub conn: RefCell<Conn>,
+    standby: bool,
     pub state: WorkerState,
     pub fuse: File,
     pub resend: bool,
@@ -54,10 +60,12 @@ pub fn takeover(sup: &Path, id: &str) -> Result<Takeover, String> {
     let _ = stream.set_read_timeout(Some(TAKEOVER_TIMEOUT));
     let mut conn = Conn::new(stream);
     let pid = std::process::id();
+    let standby = std::env::var_os(STANDBY_ENV).is_some();
     conn.send(
         &WorkerMsg::Takeover {
             id: id.to_string(),
             pid,
+            standby,
         },
         None,
     )
@@ -68,7 +76,8 @@ pub fn takeover(sup: &Path, id: &str) -> Result<Takeover, String> {
     let _ = conn.stream().set_read_timeout(None);
     match (msg, fd) {
         (WorkerMsg::Restore { state, resend }, Some(fuse)) => Ok(Takeover {
-            conn,
+            conn: RefCell::new(conn),
+            standby,
             state,
             fuse,
             resend,
@@ -123,7 +132,35 @@ impl Takeover {
                 .restore_from_bytes(&mut bytes)
                 .map_err(|e| format!("--upgrade: restoring the vfs snapshot: {e}"))?;
         }
-        Ok(())
+        self.wait_activation()
+    }
+
+    /// A standby returns only once the supervisor activates it (the worker
+    /// died), so failover costs no process start and no image open. If the
+    /// supervisor goes away first, the standby exits: nothing is mounted or
+    /// served by it yet.
+    fn wait_activation(&self) -> Result<(), String> {
+        if !self.standby {
+            return Ok(());
+        }
+        let mut conn = self.conn.borrow_mut();
+        let ready = WorkerMsg::StandbyReady {
+            id: self.state.id.clone(),
+            pid: std::process::id(),
+        };
+        conn.send(&ready, None)
+            .map_err(|e| format!("standby: reporting ready: {e}"))?;
+        log::info!("standby for {}: restored, waiting", self.state.id);
+        loop {
+            match conn.recv() {
+                Ok((WorkerMsg::Activate, _)) => {
+                    log::info!("standby for {}: activated", self.state.id);
+                    return Ok(());
+                }
+                Ok((other, _)) => log::warn!("standby: unexpected {other:?}; ignored"),
+                Err(e) => return Err(format!("standby: supervisor link lost ({e}); exiting")),
+            }
+        }
     }
 
     /// A session over the handed-over fd; nothing is mounted.
@@ -210,7 +247,7 @@ pub fn start_link(
                 configs.insert(m.path.clone(), m.config.clone());
             }
             mountpoint = t.state.mountpoint.clone();
-            Some(t.conn)
+            Some(t.conn.into_inner())
         }
         None => None,
     };

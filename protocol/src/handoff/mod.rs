@@ -86,8 +86,19 @@ pub enum WorkerMsg {
     },
     /// Worker → supervisor: the state changed (mount, umount, remount).
     State { state: WorkerState },
-    /// Successor → supervisor: send me the fd and state of `id`.
-    Takeover { id: String, pid: u32 },
+    /// Successor → supervisor: send me the fd and state of `id`. A
+    /// `standby` restores, reports `StandbyReady` and serves only on
+    /// `Activate` (so a crash costs no process start).
+    Takeover {
+        id: String,
+        pid: u32,
+        #[serde(default)]
+        standby: bool,
+    },
+    /// Standby → supervisor: restored, waiting for `Activate`.
+    StandbyReady { id: String, pid: u32 },
+    /// Supervisor → standby: the worker died; serve now.
+    Activate,
     /// Supervisor → successor: the kept state, with the fd. `resend` asks
     /// for FUSE_NOTIFY_RESEND (the previous worker died with requests read
     /// but unanswered).

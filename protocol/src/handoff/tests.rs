@@ -36,7 +36,13 @@ fn roundtrip_every_worker_message() {
         WorkerMsg::Takeover {
             id: "m1".into(),
             pid: 8,
+            standby: true,
         },
+        WorkerMsg::StandbyReady {
+            id: "m1".into(),
+            pid: 8,
+        },
+        WorkerMsg::Activate,
         WorkerMsg::Restore {
             state: state(),
             resend: true,
@@ -141,4 +147,18 @@ fn errors_are_one_line() {
     ] {
         assert!(!e.to_string().contains('\n'));
     }
+}
+
+#[test]
+fn takeover_without_standby_field_is_accepted() {
+    let body = br#"{"type":"takeover","id":"m1","pid":3}"#;
+    let m: WorkerMsg = decode_body(body).unwrap();
+    assert_eq!(
+        m,
+        WorkerMsg::Takeover {
+            id: "m1".into(),
+            pid: 3,
+            standby: false
+        }
+    );
 }
