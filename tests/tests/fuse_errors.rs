@@ -87,156 +87,55 @@ fn expect_failure(s: &Setup, what: &str, args: &[OsString], names: &[&str]) {
 #[test]
 fn bad_command_lines_exit_1_with_one_line() {
     let s = setup();
-    let (c, m, b) = (&s.config, &s.mnt, &s.fx.bootstrap);
-    let missing = s.tmp.path().join("no-such-file");
-    let garbage = s.tmp.path().join("garbage.bootstrap");
-    std::fs::write(&garbage, vec![0x5au8; 8192]).unwrap();
-    let bad_json = s.tmp.path().join("bad.json");
-    std::fs::write(&bad_json, "{\"device\": {\"backend\": [1,2}").unwrap();
-    let bad_value = s.tmp.path().join("bad-mode.json");
-    std::fs::write(
-        &bad_value,
-        r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/tmp"}}},"mode":"sideways"}"#,
-    )
-    .unwrap();
-    let file_mnt = s.tmp.path().join("a-file");
-    std::fs::write(&file_mnt, "x").unwrap();
-    let cases: Vec<(&str, Vec<OsString>, Vec<&str>)> = vec![
-        (
-            "unknown flag",
-            os(&[&"--no-such-flag", &"--mountpoint", m]),
-            vec!["--no-such-flag"],
-        ),
-        (
-            "thread count 0",
-            os(&[&"--thread-num", &"0", &"--mountpoint", m]),
-            vec!["thread"],
-        ),
-        (
-            "no mountpoint",
-            os(&[&"--config", c, &"--bootstrap", b]),
-            vec!["--mountpoint"],
-        ),
-        (
-            "missing mountpoint",
-            os(&[&"--config", c, &"--bootstrap", b, &"--mountpoint", &missing]),
-            vec!["no-such-file"],
-        ),
-        (
-            "mountpoint is a file",
-            os(&[
-                &"--config",
-                c,
-                &"--bootstrap",
-                b,
-                &"--mountpoint",
-                &file_mnt,
-            ]),
-            vec!["a-file"],
-        ),
-        (
-            "missing bootstrap",
-            os(&[&"--config", c, &"--bootstrap", &missing, &"--mountpoint", m]),
-            vec!["no-such-file"],
-        ),
-        (
-            "garbage bootstrap",
-            os(&[&"--config", c, &"--bootstrap", &garbage, &"--mountpoint", m]),
-            vec!["garbage.bootstrap"],
-        ),
-        (
-            "missing config",
-            os(&[&"--config", &missing, &"--bootstrap", b, &"--mountpoint", m]),
-            vec!["no-such-file"],
-        ),
-        (
-            "bad JSON config",
-            os(&[
-                &"--config",
-                &bad_json,
-                &"--bootstrap",
-                b,
-                &"--mountpoint",
-                m,
-            ]),
-            vec!["bad.json"],
-        ),
-        (
-            "bad config value",
-            os(&[
-                &"--config",
-                &bad_value,
-                &"--bootstrap",
-                b,
-                &"--mountpoint",
-                m,
-            ]),
-            vec!["mode"],
-        ),
-        (
-            "bootstrap without config",
-            os(&[&"--bootstrap", b, &"--mountpoint", m]),
-            vec!["--config"],
-        ),
-        (
-            "config and localfs-dir",
-            os(&[
-                &"--config",
-                c,
-                &"--localfs-dir",
-                &s.fx.blob_dir,
-                &"--bootstrap",
-                b,
-                &"--mountpoint",
-                m,
-            ]),
-            vec!["--localfs-dir"],
-        ),
-        (
-            "garbage bootstrap, with --apisock",
-            os(&[
-                &"--apisock",
-                &s.tmp.path().join("api.sock"),
-                &"--config",
-                c,
-                &"--bootstrap",
-                &garbage,
-                &"--mountpoint",
-                m,
-            ]),
-            vec!["garbage.bootstrap"],
-        ),
-        (
-            "API socket in a missing directory",
-            os(&[
-                &"--apisock",
-                &missing.join("api.sock"),
-                &"--config",
-                c,
-                &"--bootstrap",
-                b,
-                &"--mountpoint",
-                m,
-            ]),
-            vec!["--apisock"],
-        ),
-        (
-            "bad log level",
-            os(&[
-                &"--log-level",
-                &"loud",
-                &"--config",
-                c,
-                &"--bootstrap",
-                b,
-                &"--mountpoint",
-                m,
-            ]),
-            vec!["loud"],
-        ),
+    let t = s.tmp.path();
+    std::fs::write(t.join("garbage.bootstrap"), vec![0x5au8; 8192]).unwrap();
+    std::fs::write(t.join("bad.json"), "{\"device\": {\"backend\": [1,2}").unwrap();
+    let bad_mode =
+        r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/tmp"}}},"mode":"sideways"}"#;
+    std::fs::write(t.join("bad-mode.json"), bad_mode).unwrap();
+    std::fs::write(t.join("a-file"), "x").unwrap();
+    // Arguments split at spaces; {X} stands for a path (no spaces in them).
+    let vars: Vec<(&str, OsString)> = vec![
+        ("{C}", s.config.clone().into()),
+        ("{M}", s.mnt.clone().into()),
+        ("{B}", s.fx.bootstrap.clone().into()),
+        ("{BLOBS}", s.fx.blob_dir.clone().into()),
+        ("{T}", t.as_os_str().to_os_string()),
     ];
-    for (what, args, names) in cases {
-        expect_failure(&s, what, &args, &names);
+    let ok = "--config {C} --bootstrap {B}";
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("unknown flag", "--no-such-flag --mountpoint {M}".into(), "--no-such-flag"),
+        ("thread count 0", "--thread-num 0 --mountpoint {M}".into(), "thread"),
+        ("no mountpoint", ok.into(), "--mountpoint"),
+        ("missing mountpoint", format!("{ok} --mountpoint {{T}}/no-such-file"), "no-such-file"),
+        ("mountpoint is a file", format!("{ok} --mountpoint {{T}}/a-file"), "a-file"),
+        ("missing bootstrap", "--config {C} --bootstrap {T}/no-such-file --mountpoint {M}".into(), "no-such-file"),
+        ("garbage bootstrap", "--config {C} --bootstrap {T}/garbage.bootstrap --mountpoint {M}".into(), "garbage.bootstrap"),
+        ("garbage bootstrap, with --apisock", "--apisock {T}/api.sock --config {C} --bootstrap {T}/garbage.bootstrap --mountpoint {M}".into(), "garbage.bootstrap"),
+        ("missing config", "--config {T}/no-such-file --bootstrap {B} --mountpoint {M}".into(), "no-such-file"),
+        ("bad JSON config", "--config {T}/bad.json --bootstrap {B} --mountpoint {M}".into(), "bad.json"),
+        ("bad config value", "--config {T}/bad-mode.json --bootstrap {B} --mountpoint {M}".into(), "mode"),
+        ("bootstrap without config", "--bootstrap {B} --mountpoint {M}".into(), "--config"),
+        ("config and localfs-dir", format!("{ok} --localfs-dir {{BLOBS}} --mountpoint {{M}}"), "--localfs-dir"),
+        ("API socket in a missing directory", format!("--apisock {{T}}/no-such-file/api.sock {ok} --mountpoint {{M}}"), "--apisock"),
+        ("bad log level", format!("--log-level loud {ok} --mountpoint {{M}}"), "loud"),
+    ];
+    for (what, line, name) in cases {
+        let args: Vec<OsString> = line
+            .split(' ')
+            .map(|word| {
+                let mut word = OsString::from(word);
+                for (key, value) in &vars {
+                    let text = word.to_string_lossy().into_owned();
+                    if let Some(rest) = text.strip_prefix(key) {
+                        word = value.clone();
+                        word.push(rest);
+                    }
+                }
+                word
+            })
+            .collect();
+        expect_failure(&s, what, &args, &[name]);
     }
 }
 
