@@ -19,7 +19,14 @@ const MAX_RESTORE_ATTEMPTS: u32 = 6;
 /// Replaces a dead worker from the kept fd and state; backs off in a crash
 /// loop; detaches the mount when nothing can restore it.
 pub fn failover(sup: &Sup, id: &str) {
-    if super::standby::activate(sup, id) {
+    // The standby first, unless in a crash loop (then the backoff below
+    // applies, to the standby's successors too).
+    let looping = sup
+        .lock()
+        .mounts
+        .get(id)
+        .is_some_and(|e| e.recent_crashes > 3);
+    if !looping && super::standby::activate(sup, id) {
         return;
     }
     let mut attempt = 0u32;
