@@ -92,3 +92,41 @@ fn failed_upgrade_rolls_back_and_crash_loop_detaches() {
     assert!(sup.ctl(&["umount", &id]).status.success());
     assert!(sup.list().is_empty());
 }
+
+/// A worker that dies while the supervisor is down takes the last fd with
+/// it: after the restart the mount is detached and reported, not left as
+/// "transport endpoint is not connected".
+#[test]
+fn worker_lost_while_supervisor_down_is_detached() {
+    let fx = nydus_e2e::fixtures()
+        .into_iter()
+        .find(|f| f.name == "mini-v6-zstd-sha256")
+        .expect("fixture");
+    let mut sup = Supervisor::start();
+    let (id, mp) = sup.mount(&fx, "a");
+    let (id2, mp2) = sup.mount(&fx, "b");
+    let pid = sup.pid_of(&id).unwrap();
+    sup.stop();
+    // SAFETY: kill(2) on the worker pid the supervisor reported.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    sup.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let l = sup.list();
+        let a = l.iter().find(|m| m["id"] == id).unwrap();
+        let b = l.iter().find(|m| m["id"] == id2).unwrap();
+        if a["status"] == "failed" && b["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{l:?}\n{}", sup.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!is_fuse_mounted(&mp), "dead mount left behind");
+    assert!(
+        std::fs::read_dir(&mp2).unwrap().count() > 0,
+        "the other mount serves"
+    );
+    assert!(sup.ctl(&["umount", &id]).status.success());
+    assert!(sup.ctl(&["umount", &id2]).status.success());
+}

@@ -81,12 +81,17 @@ impl Supervisor {
         }
     }
 
-    /// kill -9 the supervisor and start it again (workers keep running).
-    pub fn restart(&mut self) {
+    /// kill -9 the supervisor (workers keep running).
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// kill -9 the supervisor and start it again.
+    pub fn restart(&mut self) {
+        self.stop();
         self.spawn();
     }
 
