@@ -152,8 +152,14 @@ pub fn run_mount(cmd: SupMountCommand) -> Result<(), String> {
             done(call(&sock.supervisor, &CtlRequest::Umount { target })?)
         }
     };
-    println!("{out}");
+    print_out(&out);
     Ok(())
+}
+
+/// Like `println!`, but a closed stdout (`| head`) is not a panic.
+fn print_out(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{text}");
 }
 
 /// Whether argv asks for the supervisor's mount/umount: the subcommand is
@@ -215,7 +221,7 @@ pub fn run(cmd: ManageCommand) -> Result<(), String> {
         }
     };
     if !out.is_empty() {
-        println!("{out}");
+        print_out(&out);
     }
     Ok(())
 }

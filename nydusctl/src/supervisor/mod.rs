@@ -75,7 +75,9 @@ impl Sup {
 }
 
 pub fn log(msg: &str) {
-    eprintln!("nydusctl supervise: {msg}");
+    // A closed stderr must not take the supervisor down.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "nydusctl supervise: {msg}");
 }
 
 /// Binds `path` for listening; refuses when a live server answers there.
