@@ -98,9 +98,27 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let device = Arc::new(DeviceData { device, chunk_size });
     let mut opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);
     opts.xattr_enosys = !req.shared_connection;
+    opts.handle_tag = image_tag(bootstrap);
     let fs = RafsFs::new(reader, device.clone(), opts, req.stats)
         .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
     Ok(Opened { fs, device })
+}
+
+/// The image's identity for `FsOptions::handle_tag`: its path, size and
+/// mtime, which a successor worker restoring the same mount table sees too.
+fn image_tag(bootstrap: &Path) -> u64 {
+    let mut id = bootstrap.as_os_str().as_encoded_bytes().to_vec();
+    if let Ok(meta) = std::fs::metadata(bootstrap) {
+        id.extend_from_slice(&meta.len().to_le_bytes());
+        if let Ok(mtime) = meta.modified() {
+            let secs = mtime
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            id.extend_from_slice(&secs.to_le_bytes());
+        }
+    }
+    crate::fs::handle_tag(&id)
 }
 
 /// Reads and validates the bootstrap; `direct` maps it, `cached` copies it.

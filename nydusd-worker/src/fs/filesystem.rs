@@ -81,7 +81,7 @@ impl FileSystem for RafsFs {
             self.inode(inode)?;
             // The data never changes: keep the page cache across opens so a
             // warm re-read costs no request.
-            Ok((None, OpenOptions::KEEP_CACHE, None))
+            Ok((Some(self.opts.handle_tag), OpenOptions::KEEP_CACHE, None))
         })
     }
 
@@ -89,7 +89,7 @@ impl FileSystem for RafsFs {
         &self,
         _ctx: &Context,
         inode: u64,
-        _handle: u64,
+        handle: u64,
         w: &mut dyn ZeroCopyWriter,
         size: u32,
         offset: u64,
@@ -97,7 +97,11 @@ impl FileSystem for RafsFs {
         _flags: u32,
     ) -> io::Result<usize> {
         let start = Instant::now();
-        let r = self.do_read(inode, w, size, offset);
+        let r = if handle == self.opts.handle_tag {
+            self.do_read(inode, w, size, offset)
+        } else {
+            Err(errno(libc::ESTALE))
+        };
         let bytes = *r.as_ref().unwrap_or(&0);
         self.stats.read(inode, bytes, start.elapsed(), r.is_ok());
         r

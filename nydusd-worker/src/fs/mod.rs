@@ -60,6 +60,23 @@ pub struct FsOptions {
     /// How long the kernel may cache attributes and names. The image never
     /// changes, so this is long; umount invalidates explicitly.
     pub ttl: Duration,
+    /// Returned as the handle of every open and required on every read. A
+    /// pseudo-mount index is reused after 255 other mounts; a descriptor
+    /// opened on an earlier image whose index is now someone else's then
+    /// gets ESTALE instead of the new image's bytes. It depends only on the
+    /// image (see `handle_tag`), so a successor worker that restores the same
+    /// mount table accepts the handles its predecessor gave out.
+    pub handle_tag: u64,
+}
+
+/// A stable, non-zero tag for an image: FNV-1a of its identity bytes. Not a
+/// std hasher, whose output may change between Rust releases and so between
+/// a worker and its upgraded successor.
+pub fn handle_tag(identity: &[u8]) -> u64 {
+    let hash = identity.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash | 1
 }
 
 impl FsOptions {
@@ -72,6 +89,7 @@ impl FsOptions {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             ttl: Duration::from_secs(1 << 32),
+            handle_tag: 1,
         }
     }
 }
