@@ -147,6 +147,7 @@ fn fs(explicit: bool, has_xattr: bool, enable_xattr: bool) -> RafsFs {
         uid: 7,
         gid: 8,
         ttl: Duration::from_secs(60),
+        handle_tag: 0x51,
     };
     let data = Arc::new(Bytes {
         fail: Mutex::new(false),
@@ -273,7 +274,8 @@ fn mutations_are_erofs() {
         err(f.open(&ctx(), 2, libc::O_WRONLY as u32, 0)),
         libc::EROFS
     );
-    assert!(f.open(&ctx(), 2, libc::O_RDONLY as u32, 0).is_ok());
+    let (handle, _, _) = f.open(&ctx(), 2, libc::O_RDONLY as u32, 0).unwrap();
+    assert_eq!(handle, Some(0x51), "the image tag is the handle");
     assert_eq!(err(f.access(&ctx(), 2, libc::W_OK as u32)), libc::EROFS);
 }
 
