@@ -119,6 +119,11 @@ pub fn upgrade(sup: &Sup, id: &str, nydusd: Option<&str>) -> Result<String, Stri
             bin,
         )
     };
+    let old_api = sup
+        .lock()
+        .mounts
+        .get(id)
+        .and_then(|e| e.p.state.as_ref()?.apisock.clone());
     let result =
         spawn_worker(sup, id, Start::Takeover, &bin).and_then(|pid| wait_registered(sup, id, pid));
     let mut inner = sup.lock();
@@ -151,6 +156,9 @@ pub fn upgrade(sup: &Sup, id: &str, nydusd: Option<&str>) -> Result<String, Stri
     }
     if let Some(pid) = old_pid {
         wait_gone(pid, Duration::from_secs(10));
+    }
+    if let Some(path) = old_api {
+        let _ = std::fs::remove_file(path);
     }
     Ok(format!("{id} now served by {bin}"))
 }

@@ -170,6 +170,10 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
     e.writer = None;
     e.pid = None;
     e.p.crashes += 1;
+    // The dead worker's API socket file stays behind otherwise.
+    if let Some(api) = e.p.state.as_ref().and_then(|s| s.apisock.as_ref()) {
+        let _ = std::fs::remove_file(api);
+    }
     if e.status == MountStatus::Upgrading {
         // The upgrade's new worker takes over (and resends); if it fails,
         // the upgrade starts the failover.
