@@ -225,3 +225,28 @@ pub fn run(cmd: ManageCommand) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_supervisor_mount;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn mount_goes_to_the_supervisor_without_sock() {
+        assert!(is_supervisor_mount(&argv(
+            "nydusctl mount --bootstrap /b --config /c /m"
+        )));
+        assert!(is_supervisor_mount(&argv("nydusctl umount m1")));
+        assert!(!is_supervisor_mount(&argv(
+            "nydusctl --sock /s mount -s /b -c /c -m /x"
+        )));
+        assert!(!is_supervisor_mount(&argv("nydusctl -S /s umount -m /x")));
+        assert!(!is_supervisor_mount(&argv(
+            "nydusctl --apisock=/s mount -s b"
+        )));
+        assert!(!is_supervisor_mount(&argv("nydusctl list")));
+    }
+}
