@@ -97,3 +97,37 @@ fn set_cloexec(file: &File) {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     let _ = fcntl(file, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nydus_protocol::handoff::WorkerState;
+    use std::io::{Read, Seek};
+    use std::os::unix::io::AsRawFd;
+
+    #[test]
+    fn restore_with_fd_then_activate() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"fuse").unwrap();
+        let sup = Conn::new(a);
+        let restore = WorkerMsg::Restore {
+            state: WorkerState::default(),
+            resend: true,
+        };
+        sup.send(&restore, Some(file.as_raw_fd())).unwrap();
+        sup.send(&WorkerMsg::Activate, None).unwrap();
+        let mut me = Conn::new(b);
+        let (m, fd) = me.recv().unwrap();
+        assert_eq!(m, restore);
+        let mut f = fd.expect("fd with Restore");
+        f.rewind().unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "fuse");
+        assert_eq!(me.recv().unwrap().0, WorkerMsg::Activate);
+        drop(sup);
+        let e = me.recv().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
