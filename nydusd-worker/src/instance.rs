@@ -99,6 +99,12 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let mut opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);
     opts.xattr_enosys = !req.shared_connection;
     opts.handle_tag = image_tag(bootstrap);
+    if let Some(secs) = config.rafs.attr_timeout {
+        opts.ttl = std::time::Duration::from_secs(secs.into());
+    }
+    if let Some(secs) = config.rafs.entry_timeout {
+        opts.entry_ttl = std::time::Duration::from_secs(secs.into());
+    }
     let fs = RafsFs::new(reader, device.clone(), opts, req.stats)
         .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
     Ok(Opened { fs, device })

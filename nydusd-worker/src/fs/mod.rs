@@ -60,6 +60,8 @@ pub struct FsOptions {
     /// How long the kernel may cache attributes and names. The image never
     /// changes, so this is long; umount invalidates explicitly.
     pub ttl: Duration,
+    /// How long the kernel may cache names (`entry_timeout`).
+    pub entry_ttl: Duration,
     /// Returned as the handle of every open and required on every read. A
     /// pseudo-mount index is reused after 255 other mounts; a descriptor
     /// opened on an earlier image whose index is now someone else's then
@@ -89,6 +91,7 @@ impl FsOptions {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             ttl: Duration::from_secs(1 << 32),
+            entry_ttl: Duration::from_secs(1 << 32),
             handle_tag: 1,
         }
     }
@@ -151,7 +154,7 @@ impl RafsFs {
             attr: self.stat(inode),
             attr_flags: 0,
             attr_timeout: self.opts.ttl,
-            entry_timeout: self.opts.ttl,
+            entry_timeout: self.opts.entry_ttl,
         }
     }
 }

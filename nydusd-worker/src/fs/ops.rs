@@ -48,7 +48,7 @@ impl RafsFs {
                 attr: unsafe { std::mem::zeroed() },
                 attr_flags: 0,
                 attr_timeout: self.opts.ttl,
-                entry_timeout: self.opts.ttl,
+                entry_timeout: self.opts.entry_ttl,
             }),
         }
     }

@@ -147,6 +147,7 @@ fn fs(explicit: bool, has_xattr: bool, enable_xattr: bool) -> RafsFs {
         uid: 7,
         gid: 8,
         ttl: Duration::from_secs(60),
+        entry_ttl: Duration::from_secs(60),
         handle_tag: 0x51,
     };
     let data = Arc::new(Bytes {

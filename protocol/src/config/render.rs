@@ -201,7 +201,7 @@ fn prefetch(p: &PrefetchConfig, file_level: bool) -> Value {
 }
 
 fn rafs(r: &RafsConfig) -> Value {
-    json!({
+    let mut v = json!({
         "mode": r.mode.as_str(),
         "batch_size": r.amplify_io,
         "validate": r.digest_validate,
@@ -210,5 +210,17 @@ fn rafs(r: &RafsConfig) -> Value {
         "access_pattern": r.access_pattern,
         "latest_read_files": r.latest_read_files,
         "prefetch": prefetch(&r.prefetch, true),
-    })
+    });
+    // Absent means "the daemon's choice"; null would not parse back.
+    if let Value::Object(map) = &mut v {
+        for (key, secs) in [
+            ("attr_timeout", r.attr_timeout),
+            ("entry_timeout", r.entry_timeout),
+        ] {
+            if let Some(secs) = secs {
+                map.insert(key.into(), json!(secs));
+            }
+        }
+    }
+    v
 }

@@ -294,6 +294,11 @@ pub struct RafsConfig {
     pub amplify_io: u32,
     /// v1 `fs_prefetch`, v2 `rafs.prefetch`.
     pub prefetch: PrefetchConfig,
+    /// `attr_timeout` / `entry_timeout` in seconds: how long the kernel may
+    /// cache attributes and names. `None` lets the daemon choose (the image
+    /// never changes, so ours is effectively forever).
+    pub attr_timeout: Option<u32>,
+    pub entry_timeout: Option<u32>,
 }
 
 impl Default for RafsConfig {
@@ -307,6 +312,8 @@ impl Default for RafsConfig {
             latest_read_files: false,
             amplify_io: DEFAULT_BATCH_SIZE,
             prefetch: PrefetchConfig::default(),
+            attr_timeout: None,
+            entry_timeout: None,
         }
     }
 }

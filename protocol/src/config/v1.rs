@@ -55,6 +55,8 @@ pub(crate) fn read(ctx: &mut Ctx<'_>, root: &Node) -> Result<DaemonConfig, Confi
     r.access_pattern = top.bool(ctx, "access_pattern", d.access_pattern)?;
     r.latest_read_files = top.bool(ctx, "latest_read_files", d.latest_read_files)?;
     r.amplify_io = top.uint(ctx, "amplify_io", d.amplify_io, MAX_BATCH_SIZE)?;
+    r.attr_timeout = timeout(ctx, &mut top, "attr_timeout")?;
+    r.entry_timeout = timeout(ctx, &mut top, "entry_timeout")?;
     if let Some(p) = top.obj(ctx, "fs_prefetch")? {
         // v1 quirk kept: `prefetch_all` defaults to true once the object exists.
         r.prefetch = prefetch(ctx, p, &V1_PREFETCH, Some(true))?;
@@ -99,4 +101,16 @@ fn read_cache(ctx: &mut Ctx<'_>, o: &mut Obj<'_>, c: &mut CacheConfig) -> Result
         }
         (None, _) => Ok(()),
     }
+}
+
+/// `attr_timeout` / `entry_timeout`: seconds, absent = the daemon's choice.
+pub(super) fn timeout(
+    ctx: &Ctx<'_>,
+    o: &mut Obj<'_>,
+    key: &str,
+) -> Result<Option<u32>, ConfigError> {
+    if !o.has(key) {
+        return Ok(None);
+    }
+    o.uint(ctx, key, 0u32, u64::from(u32::MAX)).map(Some)
 }

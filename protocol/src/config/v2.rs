@@ -145,6 +145,8 @@ fn read_rafs(ctx: &mut Ctx<'_>, o: &mut Obj<'_>, r: &mut RafsConfig) -> Result<(
     r.iostats_files = o.bool(ctx, "iostats_files", d.iostats_files)?;
     r.access_pattern = o.bool(ctx, "access_pattern", d.access_pattern)?;
     r.latest_read_files = o.bool(ctx, "latest_read_files", d.latest_read_files)?;
+    r.attr_timeout = super::v1::timeout(ctx, o, "attr_timeout")?;
+    r.entry_timeout = super::v1::timeout(ctx, o, "entry_timeout")?;
     if let Some(p) = o.obj(ctx, "prefetch")? {
         r.prefetch = prefetch(ctx, p, &V2_PREFETCH, Some(false))?;
     }

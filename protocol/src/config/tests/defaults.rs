@@ -142,3 +142,36 @@ fn localfs_dir_flag() {
     let back = ok(&c.to_v2_json_exposing_secrets().to_string()).config;
     assert_eq!(back, c);
 }
+
+#[test]
+fn attr_and_entry_timeouts() {
+    let c = ok(MINIMAL_V1).config;
+    assert_eq!((c.rafs.attr_timeout, c.rafs.entry_timeout), (None, None));
+    let text = MINIMAL_V1.replace(
+        r#""mode": "direct""#,
+        r#""mode": "direct", "attr_timeout": 5, "entry_timeout": 0"#,
+    );
+    let parsed = ok(&text);
+    assert_eq!(
+        (
+            parsed.config.rafs.attr_timeout,
+            parsed.config.rafs.entry_timeout
+        ),
+        (Some(5), Some(0))
+    );
+    assert!(
+        parsed.warnings.iter().all(|w| !w.contains("timeout")),
+        "{:?}",
+        parsed.warnings
+    );
+    let v2 = "version = 2\n[backend]\ntype = \"localfs\"\n[backend.localfs]\ndir = \"/d\"\n[rafs]\nattr_timeout = 7\n";
+    assert_eq!(ok(v2).config.rafs.attr_timeout, Some(7));
+    let bad = MINIMAL_V1.replace(
+        r#""mode": "direct""#,
+        r#""mode": "direct", "attr_timeout": "long""#,
+    );
+    let err = parse_daemon_config(&bad, "cfg.json")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("attr_timeout"), "{err}");
+}
