@@ -41,11 +41,13 @@ now_ns() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-# peak_rss_and_secs CMD...: prints "SECONDS MAXRSS_KIB" of one run.
+# time_cmd CMD...: runs CMD once and prints "SECONDS MAXRSS_KIB".
 time_cmd() {
-    local out
-    out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -n 1)
-    echo "$out"
+    local f
+    f=$(mktemp)
+    /usr/bin/time -f '%e %M' -o "$f" "$@" >/dev/null 2>&1 || { cat "$f" >&2; rm -f "$f"; die "failed: $*"; }
+    tail -n 1 "$f"
+    rm -f "$f"
 }
 
 bench_create() {

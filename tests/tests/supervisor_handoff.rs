@@ -2,7 +2,7 @@
 //! mounted fixture while the test runs N `nydusctl upgrade`, then N
 //! `kill -9` of the worker, then kills and restarts the supervisor itself.
 //! Zero read errors, zero wrong bytes, no read stalled longer than 1 s.
-//! N is `NYDUS_HANDOFF_ROUNDS` (default 20).
+//! N is `NYDUS_HANDOFF_ROUNDS` (default 50, as the acceptance asks).
 
 mod supervisor_support;
 
@@ -29,7 +29,7 @@ fn upgrades_and_kills_under_load() {
     let rounds: usize = std::env::var("NYDUS_HANDOFF_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(50);
     let fx = nydus_e2e::fixtures()
         .into_iter()
         .find(|f| f.name == "mini-v6-zstd-sha256")
