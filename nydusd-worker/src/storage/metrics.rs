@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nydus_protocol::api;
 use serde::Serialize;
 
 const BUCKETS: usize = 8;
@@ -70,45 +71,41 @@ pub struct StorageMetrics {
     pub(crate) cache_write_errors: AtomicU64,
 }
 
-/// `GET /api/v1/metrics/backend` body.
+/// `GET /api/v1/metrics/backend` body: upstream's shape (`protocol::api`)
+/// plus the wire-level counters of a network backend (not upstream; absent
+/// for local backends). Derefs to the upstream part for reading.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BackendMetrics {
-    pub backend_type: String,
-    pub read_count: u64,
-    pub read_errors: u64,
-    pub read_amount_total: u64,
-    pub read_cumulative_latency_millis_total: u64,
-    pub read_cumulative_latency_millis_dist: [u64; BUCKETS],
-    pub read_count_block_size_dist: [u64; BUCKETS],
-    pub read_latency_sizes_dist: [[u64; BUCKETS]; BUCKETS],
-    /// Wire-level counters of a network backend (not upstream; absent for
-    /// local backends).
+    #[serde(flatten)]
+    pub upstream: api::BackendMetrics,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<super::http::HttpMetrics>,
 }
 
-/// `GET /api/v1/metrics/blobcache` body.
+/// `GET /api/v1/metrics/blobcache` body: upstream's shape plus our error
+/// counters.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BlobcacheMetrics {
-    pub underlying_files: Vec<String>,
-    pub store_path: String,
-    pub partial_hits: u64,
-    pub whole_hits: u64,
-    pub total: u64,
-    pub entries_count: u64,
-    pub prefetch_data_amount: u64,
-    pub prefetch_requests_count: u64,
-    pub prefetch_workers: u64,
-    pub prefetch_unmerged_chunks: u64,
-    pub prefetch_cumulative_time_millis: u64,
-    pub prefetch_begin_time_secs: u64,
-    pub prefetch_begin_time_millis: u64,
-    pub prefetch_end_time_secs: u64,
-    pub prefetch_end_time_millis: u64,
-    pub buffered_backend_size: u64,
-    pub data_all_ready: bool,
+    #[serde(flatten)]
+    pub upstream: api::BlobcacheMetrics,
+    /// Chunks whose data failed to decompress or verify.
     pub chunk_errors: u64,
+    /// Failed writes to the cache files.
     pub cache_write_errors: u64,
+}
+
+impl std::ops::Deref for BackendMetrics {
+    type Target = api::BackendMetrics;
+    fn deref(&self) -> &Self::Target {
+        &self.upstream
+    }
+}
+
+impl std::ops::Deref for BlobcacheMetrics {
+    type Target = api::BlobcacheMetrics;
+    fn deref(&self) -> &Self::Target {
+        &self.upstream
+    }
 }
 
 fn now_millis() -> u64 {
@@ -152,7 +149,7 @@ impl StorageMetrics {
     }
 
     pub fn backend(&self, backend_type: &str) -> BackendMetrics {
-        BackendMetrics {
+        let upstream = api::BackendMetrics {
             backend_type: backend_type.to_string(),
             read_count: self.read_count.load(Relaxed),
             read_errors: self.read_errors.load(Relaxed),
@@ -161,6 +158,9 @@ impl StorageMetrics {
             read_cumulative_latency_millis_dist: self.latency_millis_dist.snapshot(),
             read_count_block_size_dist: self.block_size_dist.snapshot(),
             read_latency_sizes_dist: std::array::from_fn(|i| self.latency_sizes_dist[i].snapshot()),
+        };
+        BackendMetrics {
+            upstream,
             http: None,
         }
     }
@@ -176,7 +176,7 @@ impl StorageMetrics {
             self.prefetch_begin_millis.load(Relaxed),
             self.prefetch_end_millis.load(Relaxed),
         );
-        BlobcacheMetrics {
+        let upstream = api::BlobcacheMetrics {
             underlying_files,
             store_path,
             partial_hits: self.partial_hits.load(Relaxed),
@@ -194,6 +194,9 @@ impl StorageMetrics {
             prefetch_end_time_millis: end % 1000,
             buffered_backend_size: self.buffered_backend_size.load(Relaxed),
             data_all_ready,
+        };
+        BlobcacheMetrics {
+            upstream,
             chunk_errors: self.chunk_errors.load(Relaxed),
             cache_write_errors: self.cache_write_errors.load(Relaxed),
         }
