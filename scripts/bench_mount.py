@@ -140,7 +140,7 @@ def main():
         sh(f"rm -rf {a.dir}/nydus && mkdir -p {a.dir}/nydus/blobs && {a.nydusctl} image create "
            f"--bootstrap {a.dir}/nydus/bootstrap --blob-dir {a.dir}/nydus/blobs {a.tree} > /dev/null")
     if "erofs" in a.targets and not os.path.exists(f"{a.dir}/tree.erofs"):
-        sh(f"mkfs.erofs -q {a.dir}/tree.erofs {a.tree}")
+        sh(f"mkfs.erofs {a.dir}/tree.erofs {a.tree} > /dev/null 2>&1")
     if "squashfuse" in a.targets and not os.path.exists(f"{a.dir}/tree.sqfs"):
         sh(f"mksquashfs {a.tree} {a.dir}/tree.sqfs -comp zstd -noappend -quiet")
     big_file, probe = None, None
