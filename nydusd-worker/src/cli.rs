@@ -2,14 +2,15 @@
 //!
 //! Every flag is global so it is accepted before or after the subcommand:
 //! `nydusd --config C fuse --mountpoint M` and `nydusd fuse --config C
-//! --mountpoint M` mean the same. No subcommand means `fuse`.
+//! --mountpoint M` mean the same. No subcommand means `fuse`, or
+//! `virtiofs` when `--sock` is given (upstream's README form).
 
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-/// nydusd: serves RAFS images as read-only filesystems over FUSE, fetching
-/// file data lazily from a blob backend.
+/// nydusd: serves RAFS images as read-only filesystems over FUSE or
+/// virtio-fs (vhost-user-fs), fetching file data lazily from a blob backend.
 #[derive(Debug, Parser)]
 #[command(
     name = "nydusd",
@@ -96,11 +97,15 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub dedup_db: Option<PathBuf>,
 
+    /// vhost-user-fs socket to serve a VM guest on (virtio-fs mode, instead of --mountpoint).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub sock: Option<PathBuf>,
+
     /// Host directory to mount the FUSE filesystem on.
     #[arg(short = 'M', long, global = true, value_name = "DIR")]
     pub mountpoint: Option<PathBuf>,
 
-    /// Number of threads serving /dev/fuse (1-1024).
+    /// Number of threads serving /dev/fuse, or of virtio-fs request queues (1-1024).
     #[arg(long, visible_alias = "thread-num", global = true, default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
     pub fuse_threads: u32,
@@ -121,9 +126,6 @@ pub enum Command {
     Fuse,
     /// Serve over a vhost-user-fs socket for a VMM.
     Virtiofs {
-        /// vhost-user-fs listening socket.
-        #[arg(long, value_name = "PATH")]
-        sock: Option<PathBuf>,
         /// Disable hybrid RAFS + passthrough mode (upstream's inverted flag).
         #[arg(long)]
         hybrid_mode: bool,

@@ -1,4 +1,4 @@
-//! `nydusd`: serves RAFS images over FUSE.
+//! `nydusd`: serves RAFS images over FUSE or virtio-fs (vhost-user-fs).
 //!
 //! `main` only dispatches: the flow is in `run`, the filesystem in `fs`,
 //! the pseudo-mount table in `daemon`, the data path in `storage`.
@@ -14,6 +14,7 @@ mod metrics;
 mod run;
 mod storage;
 mod supervised;
+mod virtiofs;
 
 fn main() -> std::process::ExitCode {
     run::main()

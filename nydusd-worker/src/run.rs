@@ -16,6 +16,7 @@ use crate::cli::{version_text, Cli, Command};
 use crate::daemon::{normalize_vfs_path, Daemon, Event, State};
 use crate::fuse_service::{check_mountpoint, FuseService};
 use crate::instance::ConfigSource;
+use crate::virtiofs::VirtiofsService;
 
 /// A start-up failure: printed as `nydusd: <message>`, exit 1.
 type StartError = String;
@@ -56,23 +57,37 @@ fn clap_error(e: clap::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Where the filesystem is served.
+enum Target {
+    /// FUSE, mounted on this host directory.
+    Mount(PathBuf),
+    /// virtio-fs: a vhost-user-fs socket for a VMM.
+    Sock(PathBuf),
+}
+
+/// The running transport.
+enum Service {
+    Fuse(FuseService),
+    Virtiofs(VirtiofsService),
+}
+
 /// Flags checked and resolved into what start-up needs.
 struct Plan {
-    mountpoint: PathBuf,
+    target: Target,
     bootstrap: Option<(PathBuf, ConfigSource, Option<Vec<String>>)>,
     virtual_mountpoint: String,
 }
 
 fn plan(cli: &Cli) -> Result<Plan, StartError> {
-    match &cli.command {
-        None | Some(Command::Fuse) => {}
-        Some(Command::Virtiofs { .. }) => {
-            return Err("the virtiofs subcommand is not available in this build; use FUSE".into())
-        }
+    // Upstream's README form `nydusd --sock PATH ...` has no subcommand.
+    let virtiofs = match &cli.command {
+        None => cli.sock.is_some(),
+        Some(Command::Fuse) => false,
+        Some(Command::Virtiofs { .. }) => true,
         Some(Command::Singleton { .. }) => {
             return Err("the singleton (fscache) subcommand is not available in this build".into())
         }
-    }
+    };
     if cli.shared_dir.is_some() {
         return Err("--shared-dir: the passthrough driver is not supported; serve RAFS images with --bootstrap".into());
     }
@@ -82,10 +97,30 @@ fn plan(cli: &Cli) -> Result<Plan, StartError> {
     if cli.writable {
         return Err("--writable: only read-only mounts are supported".into());
     }
-    let mountpoint = cli
-        .mountpoint
-        .clone()
-        .ok_or("--mountpoint is required: the directory to mount the filesystem on")?;
+    let target = match (virtiofs, &cli.mountpoint, &cli.sock) {
+        (false, Some(m), None) => Target::Mount(m.clone()),
+        (false, None, _) => {
+            return Err("--mountpoint is required: the directory to mount the filesystem on".into())
+        }
+        (false, Some(_), Some(_)) => {
+            return Err("--sock is for virtio-fs; the fuse subcommand takes --mountpoint".into())
+        }
+        (true, None, Some(s)) => Target::Sock(s.clone()),
+        (true, None, None) => {
+            return Err(
+                "virtiofs needs --sock: the vhost-user-fs socket the VMM connects to".into(),
+            )
+        }
+        (true, Some(_), _) => {
+            return Err("--mountpoint is for FUSE; virtio-fs serves on --sock".into())
+        }
+    };
+    if virtiofs && cli.supervisor.is_some() {
+        return Err(
+            "--supervisor: virtio-fs workers cannot be supervised in this build; run without it"
+                .into(),
+        );
+    }
     let virtual_mountpoint = normalize_vfs_path(&cli.virtual_mountpoint)
         .map_err(|e| format!("--virtual-mountpoint: {e}"))?;
     let config = match (&cli.config, &cli.localfs_dir) {
@@ -119,7 +154,7 @@ fn plan(cli: &Cli) -> Result<Plan, StartError> {
         (None, _) => None,
     };
     Ok(Plan {
-        mountpoint,
+        target,
         bootstrap,
         virtual_mountpoint,
     })
@@ -171,9 +206,10 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         )?),
         _ => None,
     };
-    let mountpoint = match &takeover {
-        Some(t) => PathBuf::from(&t.state.mountpoint),
-        None => check_mountpoint(&plan.mountpoint)?,
+    let mountpoint = match (&takeover, &plan.target) {
+        (Some(t), _) => PathBuf::from(&t.state.mountpoint),
+        (None, Target::Mount(m)) => check_mountpoint(m)?,
+        (None, Target::Sock(s)) => s.clone(),
     };
     let start_time = takeover.as_ref().map_or_else(
         || {
@@ -219,19 +255,35 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     // one line on stderr.
     raise_nofile(cli.rlimit_nofile);
 
-    let session = match &takeover {
-        Some(t) => t.session()?,
-        None => FuseService::mount(&mountpoint)?,
+    let service = if let Target::Sock(sock) = &plan.target {
+        let listener = crate::virtiofs::bind(sock)?;
+        Service::Virtiofs(VirtiofsService::start(
+            sock,
+            listener,
+            daemon.vfs().clone(),
+            cli.fuse_threads as usize,
+            tx.clone(),
+            daemon.inflight().clone(),
+        )?)
+    } else {
+        let session = match &takeover {
+            Some(t) => t.session()?,
+            None => FuseService::mount(&mountpoint)?,
+        };
+        // On error the session is dropped inside `start`, which unmounts.
+        Service::Fuse(FuseService::start(
+            session,
+            daemon.server(),
+            cli.fuse_threads,
+            tx.clone(),
+            daemon.inflight(),
+        )?)
     };
-    // On error the session is dropped inside `start`, which unmounts.
-    let service = FuseService::start(
-        session,
-        daemon.server(),
-        cli.fuse_threads,
-        tx.clone(),
-        daemon.inflight(),
-    )?;
-    if let Some(fd) = service.notifier() {
+    let notifier = match &service {
+        Service::Fuse(f) => f.notifier(),
+        Service::Virtiofs(_) => None,
+    };
+    if let Some(fd) = notifier.as_ref().and_then(|f| f.try_clone().ok()) {
         daemon.set_notifier(fd);
     }
     daemon.set_state(State::Running);
@@ -254,7 +306,7 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     crate::supervised::start_link(
         &cli,
         daemon.clone(),
-        service.notifier(),
+        notifier,
         tx.clone(),
         root,
         takeover,
@@ -273,6 +325,28 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     // Every sender lives as long as the daemon, so recv() only fails if
     // they all panicked; treat that like a stop.
     let event = rx.recv().unwrap_or(Event::FuseStopped(None));
+    let service = match service {
+        Service::Fuse(f) => f,
+        Service::Virtiofs(v) => {
+            let code = match event {
+                Event::FuseStopped(Some(e)) => {
+                    log::error!("virtio-fs service failed: {e}");
+                    ExitCode::FAILURE
+                }
+                other => {
+                    log::info!("{other:?}: closing {}", mountpoint.display());
+                    ExitCode::SUCCESS
+                }
+            };
+            v.stop();
+            daemon.set_state(State::Stopped);
+            if let Some(api) = api {
+                api.stop();
+            }
+            log::logger().flush();
+            return Ok(code);
+        }
+    };
     let code = match event {
         Event::Signal(sig) => {
             log::info!("signal {sig}: unmounting {}", mountpoint.display());
