@@ -251,12 +251,16 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         None => None,
     };
 
+    // A busy or impossible --sock is bad input too (see below).
+    let listener = match &plan.target {
+        Target::Sock(sock) => Some(crate::virtiofs::bind(sock)?),
+        Target::Mount(_) => None,
+    };
     // After everything that can fail on bad input, so such a failure stays
     // one line on stderr.
     raise_nofile(cli.rlimit_nofile);
 
-    let service = if let Target::Sock(sock) = &plan.target {
-        let listener = crate::virtiofs::bind(sock)?;
+    let service = if let (Target::Sock(sock), Some(listener)) = (&plan.target, listener) {
         Service::Virtiofs(VirtiofsService::start(
             sock,
             listener,

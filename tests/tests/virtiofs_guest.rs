@@ -1,0 +1,528 @@
+//! virtio-fs end to end: `nydusd virtiofs --sock` (and the README's
+//! `nydusd --sock`) serving a real QEMU guest (`shared/scripts/virtiofs-guest`,
+//! TCG). Guest boots are slow, so every fixture is checked in one boot (each
+//! fixture a pseudo mount of one daemon), and boots never run concurrently.
+//!
+//! Needs root (QEMU, apt-get on a fresh machine). `NYDUS_VIRTIOFS_SECS`
+//! sets the parallel-read duration (default 30).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nydus_e2e::mount::{now_secs, v1_config};
+use nydus_e2e::source::{parse, Entry};
+use nydus_e2e::{api, fixtures, nydusd_bin, servers::run_timeout, shared_script, Fixture};
+
+/// One guest at a time: two TCG guests on two cores would starve each other.
+static GUEST: Mutex<()> = Mutex::new(());
+
+/// A process killed (and reaped) when the guard goes away.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts nydusd with `args` and waits until `sock` accepts connections.
+fn start_nydusd(args: &[&OsStr], sock: &Path, log: &Path) -> Proc {
+    let out = File::create(log).expect("create log");
+    let child = Command::new(nydusd_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup log"))
+        .stderr(out)
+        .spawn()
+        .expect("start nydusd");
+    let mut p = Proc {
+        child,
+        log: log.to_path_buf(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The socket file appears at bind time, which is when it accepts.
+    while !sock.exists() {
+        assert!(p.alive(), "nydusd exited early:\n{}", p.log_text());
+        assert!(Instant::now() < deadline, "no socket:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+struct GuestRun {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Boots a guest on `sock` running `sh -c script`. Output goes to files, so
+/// a large listing never blocks on a pipe.
+fn guest(sock: &Path, script: &str, timeout: u64, tmp: &Path) -> GuestRun {
+    let _one = GUEST.lock().unwrap_or_else(|e| e.into_inner());
+    let (out_path, err_path) = (tmp.join("guest.out"), tmp.join("guest.err"));
+    let mut child = Command::new(shared_script("virtiofs-guest"))
+        .arg("--sock")
+        .arg(sock)
+        .args(["--tag", "nydus", "-q", "--timeout", &timeout.to_string()])
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("guest.out"))
+        .stderr(File::create(&err_path).expect("guest.err"))
+        .spawn()
+        .expect("run virtiofs-guest");
+    // Beyond the guest's own timeout: first-run set-up (apt-get, kernel).
+    let deadline = Instant::now() + Duration::from_secs(timeout + 120);
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "virtiofs-guest hung:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    GuestRun {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// manifest.py's escaping of names and symlink targets.
+fn esc(b: &[u8]) -> String {
+    b.iter()
+        .map(|&c| {
+            if (0x21..=0x7e).contains(&c) && c != b'\\' {
+                (c as char).to_string()
+            } else {
+                format!("\\x{c:02x}")
+            }
+        })
+        .collect()
+}
+
+fn file_type(mode: u32) -> &'static str {
+    match mode & 0o170000 {
+        0o040000 => "dir",
+        0o100000 => "file",
+        0o120000 => "symlink",
+        0o020000 => "chr",
+        0o060000 => "blk",
+        0o010000 => "fifo",
+        0o140000 => "sock",
+        _ => "?",
+    }
+}
+
+/// Lists every entry under the guest's cwd: `S` stat lines, `H` hashes,
+/// `L`/`T` symlink name and target (names hold no newline).
+const LIST: &str = r#"find . -exec stat -c "S %f %u %g %s %t %T %Y %n" {} +
+find . -type f -exec sha256sum {} + | sed "s/^/H /"
+find . -type l -exec sh -c 'for f; do printf "L %s\nT %s\n" "$f" "$(readlink "$f")"; done' sh {} +"#;
+
+/// The guest listing as manifest-style fields, keyed by escaped name.
+fn parse_listing(out: &[u8]) -> BTreeMap<String, BTreeMap<&'static str, String>> {
+    let mut map: BTreeMap<String, BTreeMap<&'static str, String>> = BTreeMap::new();
+    let mut link: Option<String> = None;
+    for line in out.split(|&b| b == b'\n') {
+        if let Some(rest) = line.strip_prefix(b"S ") {
+            let parts: Vec<&[u8]> = rest.splitn(8, |&b| b == b' ').collect();
+            let [mode, uid, gid, size, maj, min, mtime, name] = parts[..] else {
+                continue;
+            };
+            let txt = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let hex = |b: &[u8]| u64::from_str_radix(&txt(b), 16).unwrap_or(u64::MAX);
+            let mode = hex(mode) as u32;
+            let ty = file_type(mode);
+            let e = map.entry(esc(name)).or_default();
+            e.insert("type", ty.into());
+            e.insert("mode", format!("{:04o}", mode & 0o7777));
+            e.insert("uid", txt(uid));
+            e.insert("gid", txt(gid));
+            e.insert("mtime", txt(mtime));
+            if ty == "file" {
+                e.insert("size", txt(size));
+            }
+            if ty == "chr" || ty == "blk" {
+                e.insert("rdev", format!("{}:{}", hex(maj), hex(min)));
+            }
+        } else if let Some(rest) = line.strip_prefix(b"H ") {
+            if rest.len() > 66 {
+                let hash = String::from_utf8_lossy(&rest[..64]).into_owned();
+                map.entry(esc(&rest[66..]))
+                    .or_default()
+                    .insert("sha256", hash);
+            }
+        } else if let Some(rest) = line.strip_prefix(b"L ") {
+            link = Some(esc(rest));
+        } else if let Some(rest) = line.strip_prefix(b"T ") {
+            if let Some(name) = link.take() {
+                map.entry(name).or_default().insert("target", esc(rest));
+            }
+        }
+    }
+    map
+}
+
+/// Differences between a fixture's manifest and the guest's view of it at
+/// `./<sub>`, except upstream's documented one (an mtime of 0, and the
+/// root's, read as the daemon start time). xattrs and hardlink groups are
+/// not visible to the guest's busybox.
+fn diffs(
+    expected: &[Entry],
+    actual: &BTreeMap<String, BTreeMap<&'static str, String>>,
+    sub: &str,
+    started: (i64, i64),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let prefix = format!("./{sub}");
+    let mut seen = 0;
+    for e in expected {
+        let name = match e.name.strip_prefix('.') {
+            Some(rest) => format!("{prefix}{rest}"),
+            None => continue,
+        };
+        let Some(a) = actual.get(&name) else {
+            out.push(format!("{name}: missing"));
+            continue;
+        };
+        seen += 1;
+        for key in [
+            "type", "mode", "uid", "gid", "size", "sha256", "target", "rdev", "mtime",
+        ] {
+            let want = e.field(key);
+            if want == "-" || want.is_empty() {
+                continue;
+            }
+            let got = a.get(key).map(String::as_str).unwrap_or("<none>");
+            if got == want {
+                continue;
+            }
+            let start_time = got
+                .parse::<i64>()
+                .is_ok_and(|t| (started.0 - 2..=started.1 + 2).contains(&t));
+            if key == "mtime" && (want == "0" || e.name == ".") && start_time {
+                continue;
+            }
+            out.push(format!("{name}: {key} expected {want} got {got}"));
+        }
+    }
+    let extra = actual
+        .keys()
+        .filter(|k| k.starts_with(&format!("{prefix}/")) || **k == prefix)
+        .count();
+    if extra != seen {
+        out.push(format!(
+            "{sub}: the guest shows {extra} entries, the manifest has {seen}"
+        ));
+    }
+    out
+}
+
+fn fixture_config(fx: &Fixture, tmp: &Path, i: usize) -> String {
+    let work = tmp.join(format!("cache{i}"));
+    std::fs::create_dir_all(&work).expect("cache dir");
+    v1_config(&fx.blob_dir, "blobcache", &work, "direct")
+}
+
+/// Every fixture in one guest boot: the first through `--bootstrap`, the
+/// others as pseudo mounts made through the API.
+#[test]
+fn fixtures_match_manifests_in_guest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fxs = fixtures();
+    let (sock, apisock) = (tmp.path().join("vfs.sock"), tmp.path().join("api.sock"));
+    let cfg0 = tmp.path().join("config0.json");
+    std::fs::write(&cfg0, fixture_config(&fxs[0], tmp.path(), 0)).expect("config");
+    let sub0 = format!("/{}", fxs[0].name);
+    let started = now_secs();
+    let mut d = start_nydusd(
+        &[
+            "virtiofs".as_ref(),
+            "--sock".as_ref(),
+            sock.as_os_str(),
+            "--apisock".as_ref(),
+            apisock.as_os_str(),
+            "--config".as_ref(),
+            cfg0.as_os_str(),
+            "--bootstrap".as_ref(),
+            fxs[0].bootstrap.as_os_str(),
+            "--virtual-mountpoint".as_ref(),
+            sub0.as_ref(),
+        ],
+        &sock,
+        &tmp.path().join("nydusd.log"),
+    );
+    for (i, fx) in fxs.iter().enumerate().skip(1) {
+        let r = api::mount(
+            &apisock,
+            &format!("/{}", fx.name),
+            &fx.bootstrap,
+            &fixture_config(fx, tmp.path(), i),
+        );
+        assert!(
+            r.status == 204 || r.status == 200,
+            "mount {}: {r:?}",
+            fx.name
+        );
+    }
+    let run = guest(&sock, &format!("cd /mnt && {{ {LIST}\n}}"), 150, tmp.path());
+    let ended = now_secs();
+    assert!(
+        run.status.success(),
+        "guest failed ({}):\n{}\nnydusd:\n{}",
+        run.status,
+        run.stderr,
+        d.log_text()
+    );
+    let listing = parse_listing(&run.stdout);
+    let mut bad = Vec::new();
+    let mut files = 0;
+    for fx in &fxs {
+        let text = std::fs::read_to_string(&fx.expected_manifest).expect("manifest");
+        let expected = parse(&text);
+        files += expected.iter().filter(|e| e.is_file()).count();
+        bad.extend(diffs(&expected, &listing, &fx.name, (started, ended)));
+    }
+    // Guards against a listing that silently lost its hash lines.
+    let hashed = listing
+        .values()
+        .filter(|e| e.contains_key("sha256"))
+        .count();
+    assert_eq!(hashed, files, "hashes in the guest listing");
+    eprintln!(
+        "{} fixtures, {} entries, {hashed} file hashes checked in one guest",
+        fxs.len(),
+        listing.len()
+    );
+    assert!(d.alive(), "nydusd died:\n{}", d.log_text());
+    assert!(
+        bad.is_empty(),
+        "{} differences:\n{}",
+        bad.len(),
+        bad[..bad.len().min(40)].join("\n")
+    );
+}
+
+/// The README form `nydusd --sock`: 4 files read in parallel for
+/// NYDUS_VIRTIOFS_SECS with the guest's caches dropped between reads, every
+/// hash checked; then a guest killed mid-read, and the next guest is served.
+#[test]
+fn parallel_reads_then_next_guest_after_kill() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fx = fixtures()
+        .into_iter()
+        .find(|f| f.name == "mini-v6-zstd-sha256")
+        .expect("fixture mini-v6-zstd-sha256");
+    let cfg = tmp.path().join("config.json");
+    std::fs::write(&cfg, fixture_config(&fx, tmp.path(), 0)).expect("config");
+    let sock = tmp.path().join("vfs.sock");
+    let mut d = start_nydusd(
+        &[
+            "--config".as_ref(),
+            cfg.as_os_str(),
+            "--sock".as_ref(),
+            sock.as_os_str(),
+            "--bootstrap".as_ref(),
+            fx.bootstrap.as_os_str(),
+        ],
+        &sock,
+        &tmp.path().join("nydusd.log"),
+    );
+    // The 4 biggest files with plain names, and their expected hashes.
+    let text = std::fs::read_to_string(&fx.expected_manifest).expect("manifest");
+    let mut files: Vec<Entry> = parse(&text)
+        .into_iter()
+        .filter(|e| {
+            e.is_file()
+                && e.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"./-_".contains(&b))
+        })
+        .collect();
+    files.sort_by_key(|e| std::cmp::Reverse(e.field("size").parse::<u64>().unwrap_or(0)));
+    files.truncate(4);
+    let secs: u64 = std::env::var("NYDUS_VIRTIOFS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let mut script = format!(
+        r#"[ -w /proc/sys/vm/drop_caches ] || mount -t proc proc /proc
+end=$(( $(date +%s) + {secs} ))
+check() {{ n=0; while [ "$(date +%s)" -lt "$end" ]; do
+  echo 3 > /proc/sys/vm/drop_caches
+  got=$(sha256sum "$1" | cut -d" " -f1)
+  [ "$got" = "$2" ] || echo "BAD $1 $got"
+  n=$((n+1)); done; echo "DONE $1 $n"; }}
+"#
+    );
+    for f in &files {
+        let path = format!("/mnt/{}", f.name.trim_start_matches("./"));
+        script.push_str(&format!("check {path} {} &\n", f.field("sha256")));
+    }
+    script.push_str("wait\n");
+    let run = guest(&sock, &script, secs + 90, tmp.path());
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "guest failed ({}):\n{out}\n{}",
+        run.status,
+        run.stderr
+    );
+    assert!(!out.contains("BAD"), "wrong bytes:\n{out}");
+    let rounds: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("DONE "))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(rounds.len(), 4, "not every reader finished:\n{out}");
+    assert!(rounds.iter().all(|&n| n > 0), "a reader never read:\n{out}");
+    eprintln!("parallel reads over {secs} s: {rounds:?} rounds per file");
+
+    // A guest killed by its timeout while reading in a loop.
+    let loop_script = format!(
+        "while :; do sha256sum /mnt/{} >/dev/null; echo 3 > /proc/sys/vm/drop_caches; done",
+        files[0].name.trim_start_matches("./")
+    );
+    let killed = guest(&sock, &loop_script, 10, tmp.path());
+    assert_eq!(
+        killed.status.code(),
+        Some(124),
+        "expected a timeout: {}",
+        killed.stderr
+    );
+    assert!(d.alive(), "nydusd died with its guest:\n{}", d.log_text());
+
+    // The next guest gets correct bytes from the same daemon.
+    let f = &files[1];
+    let run = guest(
+        &sock,
+        &format!("sha256sum /mnt/{}", f.name.trim_start_matches("./")),
+        60,
+        tmp.path(),
+    );
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "next guest failed: {}\n{}",
+        run.stderr,
+        d.log_text()
+    );
+    assert!(out.starts_with(f.field("sha256")), "next guest read {out}");
+    assert!(
+        d.log_text().matches("frontend disconnected").count() >= 2,
+        "{}",
+        d.log_text()
+    );
+}
+
+fn refs(v: &[std::ffi::OsString]) -> Vec<&OsStr> {
+    v.iter().map(|s| s.as_os_str()).collect()
+}
+
+/// Runs nydusd expecting a start-up failure: exit 1 and exactly one line.
+fn expect_refusal(args: &[&OsStr], needle: &str) {
+    let out = run_timeout(Command::new(nydusd_bin()).args(args), 20);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+}
+
+#[test]
+fn bad_sockets_and_flags() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fx = &fixtures()[0];
+    let cfg = tmp.path().join("config.json");
+    std::fs::write(&cfg, fixture_config(fx, tmp.path(), 0)).expect("config");
+    let base = |sock: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "virtiofs".into(),
+            "--sock".into(),
+            sock.into(),
+            "--config".into(),
+            cfg.clone().into(),
+            "--bootstrap".into(),
+            fx.bootstrap.clone().into(),
+        ]
+    };
+
+    let missing = tmp.path().join("no/such/dir/vfs.sock");
+    expect_refusal(&refs(&base(&missing)), "does not exist");
+
+    let plain = tmp.path().join("plain-file");
+    std::fs::write(&plain, b"keep me").expect("write");
+    expect_refusal(&refs(&base(&plain)), "not a socket");
+    assert_eq!(std::fs::read(&plain).expect("read"), b"keep me");
+
+    expect_refusal(
+        &refs(&[
+            "virtiofs".into(),
+            "--config".into(),
+            cfg.clone().into(),
+            "--bootstrap".into(),
+            fx.bootstrap.clone().into(),
+        ]),
+        "--sock",
+    );
+    let mut both = base(&tmp.path().join("x.sock"));
+    both.extend(["--mountpoint".into(), tmp.path().into()]);
+    expect_refusal(&refs(&both), "--mountpoint");
+
+    // A socket in use by a live daemon: the second one refuses and the
+    // first keeps its socket.
+    let sock = tmp.path().join("vfs.sock");
+    let mut first = start_nydusd(&refs(&base(&sock)), &sock, &tmp.path().join("first.log"));
+    expect_refusal(&refs(&base(&sock)), "in use");
+    assert!(first.alive(), "{}", first.log_text());
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+
+    // SIGTERM: exit 0 and the socket file is gone.
+    // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(st)) = first.child.try_wait() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}: {}", first.log_text());
+    assert!(!sock.exists(), "socket left behind");
+
+    // A stale socket file (nobody listening) is replaced.
+    let stale = tmp.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    let mut again = start_nydusd(&refs(&base(&stale)), &stale, &tmp.path().join("again.log"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(again.alive(), "{}", again.log_text());
+}
