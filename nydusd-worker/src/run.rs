@@ -332,17 +332,7 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     let service = match service {
         Service::Fuse(f) => f,
         Service::Virtiofs(v) => {
-            let code = match event {
-                Event::FuseStopped(Some(e)) => {
-                    log::error!("virtio-fs service failed: {e}");
-                    ExitCode::FAILURE
-                }
-                other => {
-                    log::info!("{other:?}: closing {}", mountpoint.display());
-                    ExitCode::SUCCESS
-                }
-            };
-            v.stop();
+            let code = v.stop(event);
             daemon.set_state(State::Stopped);
             if let Some(api) = api {
                 api.stop();

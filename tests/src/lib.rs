@@ -5,6 +5,7 @@ pub mod api;
 pub mod mount;
 pub mod servers;
 pub mod source;
+pub mod virtiofs;
 
 use std::path::{Path, PathBuf};
 

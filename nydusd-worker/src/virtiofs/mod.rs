@@ -18,6 +18,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
@@ -104,14 +105,27 @@ impl VirtiofsService {
         })
     }
 
-    /// Removes the socket file so no VMM dials a dead daemon; the threads
-    /// end with the process.
-    pub fn stop(self) {
+    /// Ends the service on the main loop's `event` (every event ends it:
+    /// there is no mount to leave behind) and gives the exit code. Removes
+    /// the socket file so no VMM dials a dead daemon; the threads end with
+    /// the process.
+    pub fn stop(self, event: Event) -> ExitCode {
+        let code = match event {
+            Event::FuseStopped(Some(e)) => {
+                log::error!("virtio-fs service failed: {e}");
+                ExitCode::FAILURE
+            }
+            other => {
+                log::info!("{other:?}: closing {}", self.sock.display());
+                ExitCode::SUCCESS
+            }
+        };
         if let Err(e) = std::fs::remove_file(&self.sock) {
             if e.kind() != ErrorKind::NotFound {
                 log::warn!("removing {}: {e}", self.sock.display());
             }
         }
+        code
     }
 }
 
