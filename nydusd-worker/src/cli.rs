@@ -225,6 +225,17 @@ mod tests {
     }
 
     #[test]
+    fn sock_before_or_after_virtiofs() {
+        let readme = parse(&["--config", "c", "--sock", "/s", "--bootstrap", "b"]);
+        assert!(readme.command.is_none());
+        let sub = parse(&["virtiofs", "--sock", "/s", "--thread-num", "2"]);
+        assert!(matches!(sub.command, Some(Command::Virtiofs { .. })));
+        for cli in [readme, sub] {
+            assert_eq!(cli.sock.as_deref(), Some(std::path::Path::new("/s")));
+        }
+    }
+
+    #[test]
     fn thread_num_alias_and_range() {
         assert_eq!(parse(&["--thread-num", "7"]).fuse_threads, 7);
         assert_eq!(parse(&["fuse", "--fuse-threads", "2"]).fuse_threads, 2);
