@@ -79,6 +79,9 @@ pub struct OpenRequest<'a> {
     pub on_failure: Option<FailureHook>,
     /// Other pseudo mounts may share the FUSE connection (not at `/`).
     pub shared_connection: bool,
+    /// Opens reach us and return the image tag as the handle (else the
+    /// kernel skips opens and every handle is 0).
+    pub tagged_handles: bool,
 }
 
 /// Opens `req.bootstrap` with `req.config`. The error is one line naming the
@@ -98,7 +101,11 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let device = Arc::new(DeviceData { device, chunk_size });
     let mut opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);
     opts.xattr_enosys = !req.shared_connection;
-    opts.handle_tag = image_tag(bootstrap);
+    opts.handle_tag = if req.tagged_handles {
+        image_tag(bootstrap)
+    } else {
+        0
+    };
     if let Some(secs) = config.rafs.attr_timeout {
         opts.ttl = std::time::Duration::from_secs(secs.into());
     }

@@ -225,6 +225,9 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         cli.id.clone(),
         cli.supervisor.clone(),
         tx.clone(),
+        // Without an API or a supervisor nothing can add a pseudo mount,
+        // so no index is ever reused and opens can be skipped.
+        cli.apisock.is_none() && cli.supervisor.is_none(),
     ));
     if let Some(t) = &takeover {
         t.restore(&daemon)?;

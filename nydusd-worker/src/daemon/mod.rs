@@ -81,6 +81,8 @@ pub struct Daemon {
     /// A dup of the /dev/fuse fd, for invalidation notices once serving.
     notifier: Mutex<Option<File>>,
     events: Sender<Event>,
+    /// The kernel skips FUSE OPEN/RELEASE (see `Daemon::new`).
+    zero_message_open: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,11 +125,19 @@ impl Daemon {
         id: Option<String>,
         supervisor: Option<PathBuf>,
         events: Sender<Event>,
+        zero_message_open: bool,
     ) -> Self {
         let opts = VfsOptions {
-            // Our open/opendir reply KEEP_CACHE/CACHE_DIR, so let them run.
-            no_open: false,
-            no_opendir: false,
+            // Skipping OPEN/RELEASE saves two requests per file open (a warm
+            // `tar` of a big tree is mostly those); the kernel then keeps
+            // the page cache as KEEP_CACHE would. But file handles become 0,
+            // so the image tag that guards a reused pseudo-mount index
+            // (`FsOptions::handle_tag`) is only possible with real opens:
+            // the caller skips them only when the mount table cannot change.
+            no_open: zero_message_open,
+            // Directories need no handle: skip OPENDIR/RELEASEDIR always;
+            // the kernel caches their entries as CACHE_DIR would.
+            no_opendir: true,
             // Read-only: nothing to write back.
             no_writeback: true,
             ..VfsOptions::default()
@@ -148,6 +158,7 @@ impl Daemon {
             state: Mutex::new(State::Init),
             notifier: Mutex::new(None),
             events,
+            zero_message_open,
         }
     }
 
@@ -271,6 +282,7 @@ impl Daemon {
             stats: fs_metrics,
             on_failure: Some(self.failure_hook()),
             shared_connection: path != "/",
+            tagged_handles: !self.zero_message_open,
         })?;
         let device = opened.device.clone();
         let reader = opened.fs.reader().clone();
