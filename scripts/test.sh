@@ -34,12 +34,12 @@ run_stage() {
 stage_fmt() { cargo fmt --all -- --check; }
 stage_build() { cargo build --workspace --all-targets --locked 2>&1 | tail -n 30; return "${PIPESTATUS[0]}"; }
 stage_clippy() { cargo clippy --workspace --all-targets --locked -- -D warnings; }
-stage_unit() { cargo test --locked 2>&1 | tail -n 200; return "${PIPESTATUS[0]}"; }
+stage_unit() { cargo test --locked --no-fail-fast 2>&1 | tail -n 200; return "${PIPESTATUS[0]}"; }
 stage_e2e() {
     [ "$(id -u)" -eq 0 ] || { echo "e2e needs root (mounts, mknod, chown): run scripts/test.sh as root"; return 1; }
     install_deps
     NYDUSD="$ROOT/target/debug/nydusd" NYDUSCTL="$ROOT/target/debug/nydusctl" \
-        cargo test --locked -p nydus-e2e ${E2E_FILTER:-} -- --test-threads=2 2>&1 | tail -n 300
+        cargo test --locked --no-fail-fast -p nydus-e2e ${E2E_FILTER:-} -- --test-threads=2 2>&1 | tail -n 300
     return "${PIPESTATUS[0]}"
 }
 stage_fuzz() { "$ROOT/scripts/fuzz.sh" "${NYDUS_FUZZ_SECS:-60}"; }

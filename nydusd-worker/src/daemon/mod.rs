@@ -135,9 +135,10 @@ impl Daemon {
             // (`FsOptions::handle_tag`) is only possible with real opens:
             // the caller skips them only when the mount table cannot change.
             no_open: zero_message_open,
-            // Directories need no handle: skip OPENDIR/RELEASEDIR always;
-            // the kernel caches their entries as CACHE_DIR would.
-            no_opendir: true,
+            // Skipping OPENDIR makes the kernel cache every directory's
+            // entries, the pseudo root's too; that is only right when no
+            // pseudo mount can appear or vanish later.
+            no_opendir: zero_message_open,
             // Read-only: nothing to write back.
             no_writeback: true,
             ..VfsOptions::default()
