@@ -1,6 +1,6 @@
 //! `protocol::handoff` frames over a unix stream, fds beside them
-//! (SCM_RIGHTS). nydusd has its own copy; the binaries share only the wire
-//! format.
+//! (SCM_RIGHTS). Frame reassembly is `protocol::handoff::FrameReader`; only
+//! this socket loop is per binary (nydusd has a twin typed to its messages).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -8,14 +8,14 @@ use std::io::{self, Write};
 use std::os::unix::io::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use nydus_protocol::handoff::{decode_body, decode_frame, encode, FrameError};
+use nydus_protocol::handoff::{encode, FrameError, FrameReader};
 use sendfd::{RecvWithFd, SendWithFd};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub struct Conn {
     pub stream: UnixStream,
-    buf: Vec<u8>,
+    frames: FrameReader,
     fds: VecDeque<File>,
 }
 
@@ -27,7 +27,7 @@ impl Conn {
     pub fn new(stream: UnixStream) -> Self {
         Conn {
             stream,
-            buf: Vec::new(),
+            frames: FrameReader::default(),
             fds: VecDeque::new(),
         }
     }
@@ -42,19 +42,13 @@ impl Conn {
         with_fd: impl Fn(&T) -> bool,
     ) -> io::Result<(T, Option<File>)> {
         loop {
-            match decode_frame(&self.buf) {
-                Ok((body, used)) => {
-                    let msg: T = decode_body(body).map_err(proto_err)?;
-                    self.buf.drain(..used);
-                    let fd = if with_fd(&msg) {
-                        self.fds.pop_front()
-                    } else {
-                        None
-                    };
-                    return Ok((msg, fd));
-                }
-                Err(FrameError::Truncated { .. }) => {}
-                Err(e) => return Err(proto_err(e)),
+            if let Some(msg) = self.frames.pop::<T>().map_err(proto_err)? {
+                let fd = if with_fd(&msg) {
+                    self.fds.pop_front()
+                } else {
+                    None
+                };
+                return Ok((msg, fd));
             }
             let mut chunk = vec![0u8; 64 * 1024];
             let mut fds = [-1 as RawFd; 4];
@@ -76,7 +70,7 @@ impl Conn {
                     "connection closed",
                 ));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.frames.push(&chunk[..n]);
         }
     }
 }

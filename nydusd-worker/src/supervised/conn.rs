@@ -1,8 +1,8 @@
 //! A handoff connection: `protocol::handoff` frames over a unix stream,
 //! with fds passed beside them (SCM_RIGHTS).
 //!
-//! The same small type exists in nydusctl's supervisor; the two binaries
-//! share only the wire format (in `protocol`), not code.
+//! Frame reassembly is `protocol::handoff::FrameReader`, shared with
+//! nydusctl's supervisor; only this socket loop is per binary.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -10,12 +10,12 @@ use std::io::{self, Write};
 use std::os::unix::io::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use nydus_protocol::handoff::{decode_body, decode_frame, encode, FrameError, WorkerMsg};
+use nydus_protocol::handoff::{encode, FrameError, FrameReader, WorkerMsg};
 use sendfd::{RecvWithFd, SendWithFd};
 
 pub struct Conn {
     stream: UnixStream,
-    buf: Vec<u8>,
+    frames: FrameReader,
     fds: VecDeque<File>,
 }
 
@@ -27,7 +27,7 @@ impl Conn {
     pub fn new(stream: UnixStream) -> Self {
         Conn {
             stream,
-            buf: Vec::new(),
+            frames: FrameReader::default(),
             fds: VecDeque::new(),
         }
     }
@@ -56,19 +56,13 @@ impl Conn {
     /// EOF is `UnexpectedEof`; a read timeout set on the stream applies.
     pub fn recv(&mut self) -> io::Result<(WorkerMsg, Option<File>)> {
         loop {
-            match decode_frame(&self.buf) {
-                Ok((body, used)) => {
-                    let msg: WorkerMsg = decode_body(body).map_err(proto_err)?;
-                    self.buf.drain(..used);
-                    let fd = if msg.carries_fd() {
-                        self.fds.pop_front()
-                    } else {
-                        None
-                    };
-                    return Ok((msg, fd));
-                }
-                Err(FrameError::Truncated { .. }) => {}
-                Err(e) => return Err(proto_err(e)),
+            if let Some(msg) = self.frames.pop::<WorkerMsg>().map_err(proto_err)? {
+                let fd = if msg.carries_fd() {
+                    self.fds.pop_front()
+                } else {
+                    None
+                };
+                return Ok((msg, fd));
             }
             let mut chunk = vec![0u8; 64 * 1024];
             let mut fds = [-1 as RawFd; 4];
@@ -86,7 +80,7 @@ impl Conn {
                     "the supervisor closed the connection",
                 ));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
+            self.frames.push(&chunk[..n]);
         }
     }
 }

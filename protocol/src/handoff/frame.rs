@@ -90,3 +90,31 @@ pub fn decode_frame(buf: &[u8]) -> Result<(&[u8], usize), FrameError> {
     }
     Ok((body, total))
 }
+
+/// Reassembles frames from a byte stream that arrives in arbitrary pieces:
+/// `push` what was read, then `pop` every complete message. Both ends of a
+/// handoff connection use it, so the framing rules live in one place.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, `Ok(None)` while one is still partial.
+    /// A malformed frame is an error; the connection should then be dropped.
+    pub fn pop<T: for<'de> serde::Deserialize<'de>>(&mut self) -> Result<Option<T>, FrameError> {
+        match decode_frame(&self.buf) {
+            Ok((body, used)) => {
+                let msg = super::decode_body(body)?;
+                self.buf.drain(..used);
+                Ok(Some(msg))
+            }
+            Err(FrameError::Truncated { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -18,7 +18,9 @@ mod frame;
 mod tests;
 
 pub use ctl::{CtlReply, CtlRequest, MountInfo, MountStatus};
-pub use frame::{decode_frame, encode_frame, FrameError, HEADER_LEN, MAGIC, MAX_BODY, VERSION};
+pub use frame::{
+    decode_frame, encode_frame, FrameError, FrameReader, HEADER_LEN, MAGIC, MAX_BODY, VERSION,
+};
 
 use serde::{Deserialize, Serialize};
 

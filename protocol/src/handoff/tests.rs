@@ -162,3 +162,24 @@ fn takeover_without_standby_field_is_accepted() {
         }
     );
 }
+
+#[test]
+fn frame_reader_reassembles_pieces_and_refuses_garbage() {
+    let mut bytes = encode(&WorkerMsg::Stop).unwrap();
+    bytes.extend(encode(&WorkerMsg::Activate).unwrap());
+    let mut reader = FrameReader::default();
+    // One byte at a time: nothing until the first frame is whole.
+    let mut got = Vec::new();
+    for b in &bytes {
+        reader.push(std::slice::from_ref(b));
+        while let Some(msg) = reader.pop::<WorkerMsg>().unwrap() {
+            got.push(msg);
+        }
+    }
+    assert_eq!(got, vec![WorkerMsg::Stop, WorkerMsg::Activate]);
+    assert_eq!(reader.pop::<WorkerMsg>().unwrap(), None);
+
+    let mut bad = FrameReader::default();
+    bad.push(b"not a handoff frame at all");
+    assert!(bad.pop::<WorkerMsg>().is_err());
+}
