@@ -72,8 +72,7 @@ fn paths(ctx: &Ctx<'_>, o: &mut Obj<'_>, key: &str) -> Result<Vec<PathBuf>, Conf
 }
 
 fn localfs(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<LocalfsConfig, ConfigError> {
-    let d = LocalfsConfig::default();
-    let readahead_pos = o.key_pos("readahead").or(o.key_pos("readahead_sec"));
+    let (readahead, readahead_sec) = readahead(ctx, o)?;
     let c = LocalfsConfig {
         dir: o
             .string(ctx, "dir")?
@@ -84,13 +83,9 @@ fn localfs(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<LocalfsConfig, ConfigEr
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
         alt_dirs: paths(ctx, o, "alt_dirs")?,
-        readahead: o.bool(ctx, "readahead", d.readahead)?,
-        readahead_sec: o.uint(ctx, "readahead_sec", d.readahead_sec, u32::MAX.into())?,
+        readahead,
+        readahead_sec,
     };
-    if c.readahead {
-        let key = o.key("readahead");
-        ctx.warn(&key, readahead_pos, "removed upstream in 2022, ignored");
-    }
     if c.dir.is_none() && c.blob_file.is_none() {
         return Err(ctx.error(
             o.path(),
@@ -172,12 +167,9 @@ fn http_proxy(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<HttpProxyConfig, Con
 fn http(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<HttpConfig, ConfigError> {
     let d = HttpConfig::default();
     o.obsolete(ctx, "force_upload", "removed upstream in 2021, ignored");
-    // nydus-snapshotter writes `"readahead": false` for every backend.
-    o.obsolete(
-        ctx,
-        "readahead",
-        "only meant for localfs (and removed there), ignored",
-    );
+    // nydus-snapshotter writes `"readahead": false` for every backend; the
+    // seed honoured it for localfs only, this nydusd for every backend.
+    let (readahead, readahead_sec) = readahead(ctx, o)?;
     // `retry_limit` stays valid though retries are fixed now (reference §4.2).
     Ok(HttpConfig {
         timeout: o.uint(ctx, "timeout", d.timeout, u32::MAX.into())?,
@@ -187,7 +179,22 @@ fn http(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<HttpConfig, ConfigError> {
         ca_cert_files: paths(ctx, o, "ca_cert_files")?,
         proxy: proxy(ctx, o)?,
         mirrors: mirrors(ctx, o)?,
+        readahead,
+        readahead_sec,
     })
+}
+
+/// `readahead` + `readahead_sec`: record the chunks read in the first
+/// seconds after mount and prefetch them first at the next mount.
+fn readahead(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<(bool, u32), ConfigError> {
+    let pos = o.key_pos("readahead_sec");
+    let on = o.bool(ctx, "readahead", false)?;
+    let secs = o.uint(ctx, "readahead_sec", 10, u32::MAX.into())?;
+    if on && secs == 0 {
+        let msg = "is 0, so no reads are recorded; set the start-up window in seconds";
+        ctx.warn(&o.key("readahead_sec"), pos, msg);
+    }
+    Ok((on, secs))
 }
 
 fn proxy(ctx: &mut Ctx<'_>, o: &mut Obj<'_>) -> Result<ProxyConfig, ConfigError> {

@@ -72,6 +72,18 @@ impl BackendConfig {
             BackendConfig::Localfs(_) | BackendConfig::Localdisk(_) => None,
         }
     }
+
+    /// The readahead window in seconds when `readahead` is on.
+    pub fn readahead(&self) -> Option<u32> {
+        let (on, secs) = match self {
+            BackendConfig::Localfs(c) => (c.readahead, c.readahead_sec),
+            BackendConfig::Localdisk(_) => (false, 0),
+            other => other
+                .http()
+                .map_or((false, 0), |h| (h.readahead, h.readahead_sec)),
+        };
+        on.then_some(secs)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,9 +91,10 @@ pub struct LocalfsConfig {
     pub dir: Option<PathBuf>,
     pub blob_file: Option<PathBuf>,
     pub alt_dirs: Vec<PathBuf>,
-    /// Removed upstream in 2022; parsed so old configs load, not acted on.
+    /// Record start-up reads and prefetch them first next time (the seed's
+    /// localfs readahead, which upstream removed in 2022; any backend here).
     pub readahead: bool,
-    /// Removed upstream in 2022 (default was 10).
+    /// How long after mount reads are recorded, seconds (default 10).
     pub readahead_sec: u32,
 }
 
@@ -111,6 +124,9 @@ pub struct HttpConfig {
     pub proxy: ProxyConfig,
     /// Removed upstream in July 2025; parsed, never used.
     pub mirrors: Vec<MirrorConfig>,
+    /// As `LocalfsConfig::readahead` (this nydusd honours it everywhere).
+    pub readahead: bool,
+    pub readahead_sec: u32,
 }
 
 impl Default for HttpConfig {
@@ -123,6 +139,8 @@ impl Default for HttpConfig {
             ca_cert_files: Vec::new(),
             proxy: ProxyConfig::default(),
             mirrors: Vec::new(),
+            readahead: false,
+            readahead_sec: 10,
         }
     }
 }

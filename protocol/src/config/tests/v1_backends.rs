@@ -29,8 +29,31 @@ fn readme_localfs_readahead() {
         panic!()
     };
     assert!(l.readahead && l.readahead_sec == 10);
+    // Honoured (for every backend), so no warning.
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.config.backend.readahead(), Some(10));
+}
+
+#[test]
+fn readahead_for_network_backends_and_zero_window() {
+    let p = ok(&snippet(
+        r#"{"type": "registry", "config": {"host": "h", "repo": "r",
+            "readahead": true, "readahead_sec": 3}}"#,
+    ));
+    assert_eq!(p.config.backend.readahead(), Some(3));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let p = ok(&snippet(
+        r#"{"type": "s3", "config": {"endpoint": "", "region": "r", "bucket_name": "b",
+            "readahead": false}}"#,
+    ));
+    assert_eq!(p.config.backend.readahead(), None);
+    let p = ok(&snippet(
+        r#"{"type": "localfs", "config": {"dir": "/d", "readahead": true, "readahead_sec": 0}}"#,
+    ));
     assert!(
-        p.warnings.iter().any(|w| w.contains("removed upstream")),
+        p.warnings
+            .iter()
+            .any(|w| w.contains("readahead_sec") && w.contains("is 0")),
         "{:?}",
         p.warnings
     );
