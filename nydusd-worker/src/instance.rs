@@ -7,17 +7,17 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nydus_protocol::config::{
     parse_daemon_config, BackendConfig, CacheKind, DaemonConfig, RafsMode,
 };
-use nydus_protocol::rafs::{Backing, ChunkRef, FileKind, Reader};
+use nydus_protocol::rafs::{Backing, ChunkRef, Reader};
 use serde_json::Value;
 
 use crate::fs::{FileData, FopSink, FsOptions, RafsFs};
 use crate::metrics::{FsMetricsOptions, MetricsSource};
+use crate::prefetch::access_log::Readahead;
 use crate::storage::{BlobDevice, CacheMode, LocalFs, StorageConfig};
 
 /// Where an instance's config comes from.
@@ -98,7 +98,12 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
         device = device.with_failure_hook(hook);
     }
     let chunk_size = reader.super_info().chunk_size;
-    let device = Arc::new(DeviceData { device, chunk_size });
+    let readahead = readahead(bootstrap, config, &device);
+    let device = Arc::new(DeviceData {
+        device,
+        chunk_size,
+        readahead,
+    });
     let mut opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);
     opts.xattr_enosys = !req.shared_connection;
     opts.handle_tag = if req.tagged_handles {
@@ -115,6 +120,29 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let fs = RafsFs::new(reader, device.clone(), opts, req.stats)
         .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
     Ok(Opened { fs, device })
+}
+
+/// Readahead of this image when the backend config asks for it and there
+/// is a blob cache to prefetch into (reasons otherwise are logged).
+fn readahead(bootstrap: &Path, config: &DaemonConfig, device: &BlobDevice) -> Option<Readahead> {
+    let secs = config.backend.readahead()?;
+    let work_dir = match (&config.cache.kind, &config.cache.work_dir) {
+        (CacheKind::Blobcache, Some(dir)) => dir,
+        _ => {
+            log::warn!(
+                "config backend readahead: needs cache type blobcache; with {} there is nothing to prefetch into, so start-up reads are not recorded",
+                config.cache.kind.as_str()
+            );
+            return None;
+        }
+    };
+    match Readahead::new(bootstrap, work_dir, device.blob_ids(), secs) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            log::warn!("readahead off: {e}");
+            None
+        }
+    }
 }
 
 /// The image's identity for `FsOptions::handle_tag`: its path, size and
@@ -214,11 +242,17 @@ pub fn metrics_options(config: &DaemonConfig) -> FsMetricsOptions {
 pub struct DeviceData {
     device: BlobDevice,
     chunk_size: u32,
+    /// Records start-up reads when `readahead` is on.
+    readahead: Option<Readahead>,
 }
 
 impl DeviceData {
-    pub fn prefetch(&self, chunks: &[ChunkRef]) -> io::Result<()> {
-        self.device.prefetch(chunks)
+    pub fn device(&self) -> &BlobDevice {
+        &self.device
+    }
+
+    pub fn readahead(&self) -> Option<&Readahead> {
+        self.readahead.as_ref()
     }
 }
 
@@ -230,6 +264,10 @@ impl FileData for DeviceData {
         offset: u64,
         buf: &mut [u8],
     ) -> io::Result<usize> {
+        if let Some(ra) = &self.readahead {
+            let end = file_size.min(offset.saturating_add(buf.len() as u64));
+            ra.recorder.touch(chunks, self.chunk_size, offset, end);
+        }
         self.device
             .read(chunks, self.chunk_size, file_size, offset, buf)
     }
@@ -243,140 +281,4 @@ impl MetricsSource for DeviceData {
     fn blobcache_json(&self) -> Value {
         serde_json::to_value(self.device.blobcache_metrics()).unwrap_or(Value::Null)
     }
-}
-
-/// Starts background prefetch for a freshly mounted instance when the
-/// config enables it (reference §5.6): the `--prefetch-files` list (exactly
-/// `/` means everything) or else the image's prefetch table, then the whole
-/// image with `prefetch_all`. Setting `cancel` (umount) stops it.
-pub fn start_prefetch(
-    path: &str,
-    reader: Arc<dyn Reader>,
-    device: Arc<DeviceData>,
-    config: &DaemonConfig,
-    files: Option<Vec<String>>,
-    cancel: Arc<AtomicBool>,
-) {
-    let p = &config.rafs.prefetch;
-    if !(p.enable || config.cache.prefetch.enable) || config.cache.kind != CacheKind::Blobcache {
-        return;
-    }
-    let all = p.prefetch_all || config.cache.prefetch.prefetch_all;
-    let threads = p
-        .threads_count
-        .max(config.cache.prefetch.threads_count)
-        .clamp(1, 32);
-    let path = path.to_string();
-    // The walker hands batches of chunks to `threads` workers; the bounded
-    // queue keeps the walk from running far ahead of the fetches.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<ChunkRef>>(threads as usize * 2);
-    let rx = Arc::new(std::sync::Mutex::new(rx));
-    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for i in 0..threads {
-        let (rx, device, failed) = (rx.clone(), device.clone(), failed.clone());
-        let worker = move || loop {
-            // Poisoning only follows a panic in another worker: stop too.
-            let batch = match rx.lock().map(|r| r.recv()) {
-                Ok(Ok(batch)) => batch,
-                _ => return,
-            };
-            if device.prefetch(&batch).is_err() {
-                failed.fetch_add(1, Ordering::Relaxed);
-            }
-        };
-        match std::thread::Builder::new()
-            .name(format!("prefetch-{i}"))
-            .spawn(worker)
-        {
-            Ok(h) => workers.push(h),
-            Err(e) => log::warn!("prefetch worker not started: {e}"),
-        }
-    }
-    if workers.is_empty() {
-        return;
-    }
-    let walk = move || {
-        let root = reader.super_info().root_ino;
-        let mut roots = match &files {
-            Some(list) if list.len() == 1 && list[0] == "/" => vec![root],
-            Some(list) => list
-                .iter()
-                .filter_map(|f| resolve(&*reader, root, f))
-                .collect(),
-            None => reader.prefetch_inodes().unwrap_or_default(),
-        };
-        if all {
-            roots.push(root);
-        }
-        let mut files_done = 0u64;
-        let mut batch = Vec::new();
-        let mut stack: Vec<u64> = roots.into_iter().rev().collect();
-        let mut seen = std::collections::HashSet::new();
-        while let Some(ino) = stack.pop() {
-            if cancel.load(Ordering::Relaxed) {
-                log::info!("prefetch of {path} cancelled");
-                return;
-            }
-            if !seen.insert(ino) {
-                continue;
-            }
-            let Ok(inode) = reader.inode(ino) else {
-                continue;
-            };
-            match inode.kind() {
-                Some(FileKind::Directory) => {
-                    let mut kids = Vec::new();
-                    let _ = reader.readdir(ino, 0, &mut |e, _| {
-                        kids.push(e.ino);
-                        true
-                    });
-                    stack.extend(kids.into_iter().rev());
-                }
-                Some(FileKind::Regular) => {
-                    files_done += 1;
-                    match reader.chunks(ino) {
-                        Ok(c) => batch.extend(c),
-                        Err(_) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    // Batches of neighbouring chunks let the device merge
-                    // them into fewer backend requests.
-                    if batch.len() >= PREFETCH_BATCH && tx.send(std::mem::take(&mut batch)).is_err()
-                    {
-                        return;
-                    }
-                }
-                _ => {}
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.send(batch);
-        }
-        drop(tx);
-        for w in workers {
-            let _ = w.join();
-        }
-        let failed = failed.load(Ordering::Relaxed);
-        log::info!("prefetch of {path} done: {files_done} files, {failed} failed batches");
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("prefetch".into())
-        .spawn(walk)
-    {
-        log::warn!("prefetch not started: {e}");
-    }
-}
-
-/// Chunks handed to a prefetch worker at a time.
-const PREFETCH_BATCH: usize = 64;
-
-/// The inode at absolute `path` in the image, if any.
-fn resolve(reader: &dyn Reader, root: u64, path: &str) -> Option<u64> {
-    let mut ino = root;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        ino = reader.lookup(ino, part.as_bytes()).ok().flatten()?;
-    }
-    Some(ino)
 }

@@ -11,6 +11,7 @@ mod fuse_service;
 mod instance;
 mod logging;
 mod metrics;
+mod prefetch;
 mod run;
 mod storage;
 mod supervised;

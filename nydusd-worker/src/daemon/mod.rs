@@ -307,7 +307,7 @@ impl Daemon {
             parsed.rafs.mode.as_str()
         );
         let cancel = Arc::new(AtomicBool::new(false));
-        instance::start_prefetch(
+        crate::prefetch::start(
             path,
             reader.clone(),
             device,

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +47,9 @@ pub struct BlobDevice {
     pub(super) logged: Mutex<HashSet<(u32, u32, u8)>>,
     /// Told about every failed read (for the daemon's events ring).
     pub(super) on_failure: Option<FailureHook>,
+    /// On-demand reads fetching from the backend right now; prefetch holds
+    /// back its next request while this is not 0.
+    demand: AtomicUsize,
 }
 
 /// Receives a one-line description (blob id, chunk, offset, cause) of each
@@ -129,6 +133,7 @@ impl BlobDevice {
             metrics: StorageMetrics::default(),
             logged: Mutex::new(HashSet::new()),
             on_failure: None,
+            demand: AtomicUsize::new(0),
         })
     }
 
@@ -201,10 +206,10 @@ impl BlobDevice {
         }
         let needed = uniq.len();
         self.read_ahead(&chunks[next..], &mut keys, &mut uniq);
-        let got: HashMap<ChunkKey, Option<Got>> = keys
-            .into_iter()
-            .zip(self.obtain(&uniq, needed, false))
-            .collect();
+        self.demand.fetch_add(1, Relaxed);
+        let obtained = self.obtain(&uniq, needed, false);
+        self.demand.fetch_sub(1, Relaxed);
+        let got: HashMap<ChunkKey, Option<Got>> = keys.into_iter().zip(obtained).collect();
         let mut failed = false;
         for p in &pending {
             match got.get(&(p.info.blob_index, p.info.chunk_index)) {
@@ -225,7 +230,20 @@ impl BlobDevice {
     /// Makes sure the given chunks are in the blob cache, fetching the
     /// missing ones (merged up to `amplify_io`). Unsupported with
     /// dummycache; `EIO` if any chunk failed (others are still cached).
+    #[allow(dead_code)] // the daemon uses `prefetch_with`; storage tests this
     pub fn prefetch(&self, chunks: &[ChunkRef]) -> io::Result<()> {
+        self.prefetch_with(chunks, self.amplify_io, &mut |_| true)
+    }
+
+    /// `prefetch` in backend requests of at most `limit` bytes (a chunk may
+    /// be larger), calling `gate(bytes)` before each: it may block (rate
+    /// limit, on-demand reads first) and returns false to stop (cancel).
+    pub fn prefetch_with(
+        &self,
+        chunks: &[ChunkRef],
+        limit: u64,
+        gate: &mut dyn FnMut(u64) -> bool,
+    ) -> io::Result<()> {
         if self.work_dir.is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -243,11 +261,7 @@ impl BlobDevice {
                     continue;
                 }
             };
-            let ready = self.blobs[info.blob_index as usize]
-                .cache
-                .as_ref()
-                .is_some_and(|c| c.is_ready(info.chunk_index));
-            if !ready && seen.insert((info.blob_index, info.chunk_index)) {
+            if !self.is_ready(&info) && seen.insert((info.blob_index, info.chunk_index)) {
                 want.push(info);
             }
         }
@@ -258,8 +272,21 @@ impl BlobDevice {
         // in the list waits for one request, not for the whole prefetch.
         want.sort_by_key(|c| (c.blob_index, c.compressed_offset));
         let order: Vec<usize> = (0..want.len()).collect();
-        for group in self.merge(&order, &want) {
-            let part: Vec<ChunkInfo> = group.iter().map(|&i| want[i]).collect();
+        for group in self.merge(&order, &want, limit.min(MAX_AMPLIFY_IO)) {
+            // A user read may have fetched some of these meanwhile.
+            let part: Vec<ChunkInfo> = group
+                .iter()
+                .map(|&i| want[i])
+                .filter(|c| !self.is_ready(c))
+                .collect();
+            let (Some(first), Some(last)) = (part.first(), part.last()) else {
+                continue;
+            };
+            let bytes =
+                last.compressed_offset + u64::from(last.compressed_size) - first.compressed_offset;
+            if !gate(bytes) {
+                break;
+            }
             failed |= self
                 .obtain(&part, part.len(), true)
                 .iter()
@@ -269,6 +296,23 @@ impl BlobDevice {
             return Err(eio());
         }
         Ok(())
+    }
+
+    /// The effective blob ids, by blob index.
+    pub fn blob_ids(&self) -> Vec<String> {
+        self.blobs.iter().map(|b| b.id.clone()).collect()
+    }
+
+    /// Whether some on-demand read is fetching from the backend now.
+    pub fn demand_pending(&self) -> bool {
+        self.demand.load(Relaxed) > 0
+    }
+
+    fn is_ready(&self, info: &ChunkInfo) -> bool {
+        self.blobs[info.blob_index as usize]
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.is_ready(info.chunk_index))
     }
 
     /// `GET /api/v1/metrics/backend`.

@@ -136,7 +136,7 @@ impl BlobDevice {
             }
         }
         mine.sort_by_key(|&i| (infos[i].blob_index, infos[i].compressed_offset));
-        for group in self.merge(&mine, infos) {
+        for group in self.merge(&mine, infos, self.amplify_io) {
             self.fetch_group(&group, infos, &mut owned, &mut results, prefetch);
         }
         for (i, slot) in waits {
@@ -187,8 +187,13 @@ impl BlobDevice {
 
     /// Splits sorted misses into backend requests: same blob, ascending and
     /// non-overlapping, gaps of at most 1/128 of the limit, and at most
-    /// `amplify_io` bytes (a single chunk may be larger).
-    pub(super) fn merge(&self, sorted: &[usize], infos: &[ChunkInfo]) -> Vec<Vec<usize>> {
+    /// `limit` bytes (a single chunk may be larger).
+    pub(super) fn merge(
+        &self,
+        sorted: &[usize],
+        infos: &[ChunkInfo],
+        limit: u64,
+    ) -> Vec<Vec<usize>> {
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut span = (0u32, 0u64, 0u64); // blob, start, end of the open group
         for &i in sorted {
@@ -197,8 +202,8 @@ impl BlobDevice {
             let joins = !groups.is_empty()
                 && c.blob_index == span.0
                 && c.compressed_offset >= span.2
-                && c.compressed_offset - span.2 <= self.amplify_io / 128
-                && end - span.1 <= self.amplify_io;
+                && c.compressed_offset - span.2 <= limit / 128
+                && end - span.1 <= limit;
             match groups.last_mut() {
                 Some(g) if joins => {
                     g.push(i);
