@@ -299,7 +299,7 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
     let cache = t.path().join("cache");
     let wanted = ["f03", "f11", "f17"];
     let file = |n: &str| &img.files.iter().find(|f| f.0 == n).expect("file").1;
-    let readahead = json!({"readahead": true, "readahead_sec": 2});
+    let readahead = json!({"readahead": true, "readahead_sec": 4});
 
     // 1. Record: read three files in the window, chunk by chunk
     //    (amplify_io 0), so the backend log names exactly their chunks.

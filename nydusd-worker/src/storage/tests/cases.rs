@@ -68,7 +68,7 @@ fn chunk_boundaries_eof_and_empty_reads() {
 #[test]
 fn misses_are_coalesced_up_to_amplify_io() {
     let t = tempfile::tempdir().unwrap();
-    let img = image(content(8 * 0x4000), 0x4000);
+    let img = image(noise(8 * 0x4000), 0x4000);
     let be = backend(&img);
     let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
     assert_eq!(read(&dev, &img, 0, 8 * 0x4000).unwrap(), img.content);
@@ -234,6 +234,31 @@ fn prefetch_fills_the_cache() {
         dummy.prefetch(&img.refs).unwrap_err().kind(),
         io::ErrorKind::Unsupported
     );
+}
+
+#[test]
+fn prefetch_requests_stay_within_the_limit_and_the_gate_can_stop_them() {
+    let t = tempfile::tempdir().unwrap();
+    let img = image(noise(8 * 0x4000), 0x4000);
+    let be = backend(&img);
+    let dev = device(&img, &be, blobcache(t.path(), false), 1 << 20);
+    // 2 chunks per request; the gate sees each request's bytes and stops
+    // after the second one.
+    let mut asked = Vec::new();
+    let mut gate = |bytes: u64| {
+        asked.push(bytes);
+        asked.len() <= 2
+    };
+    dev.prefetch_with(&img.refs, 2 * 0x4000, &mut gate).unwrap();
+    assert_eq!(calls(&be), 2);
+    assert!(asked[..2].iter().all(|&b| b <= 2 * 0x4000), "{asked:?}");
+    assert!(!dev.demand_pending());
+    // The rest comes with the next call; ready chunks are not asked again.
+    dev.prefetch_with(&img.refs, 2 * 0x4000, &mut |_| true)
+        .unwrap();
+    assert_eq!(calls(&be), 4);
+    assert_eq!(read(&dev, &img, 0, 8 * 0x4000).unwrap(), img.content);
+    assert_eq!(calls(&be), 4);
 }
 
 #[test]
