@@ -90,11 +90,15 @@ fn url(v: &Secret, s: Secrets) -> Value {
 fn backend_settings(b: &BackendConfig, s: Secrets) -> Value {
     let mut v = match b {
         BackendConfig::Localfs(l) => {
-            return json!({
+            let mut v = json!({
                 "dir": l.dir.clone().unwrap_or_default(),
                 "blob_file": l.blob_file.clone().unwrap_or_default(),
                 "alt_dirs": l.alt_dirs,
-            })
+            });
+            if let Value::Object(map) = &mut v {
+                add_readahead(map, l.readahead, l.readahead_sec);
+            }
+            return v;
         }
         BackendConfig::Localdisk(l) => {
             return json!({"device_path": l.device_path, "disable_gpt": l.disable_gpt})
@@ -126,7 +130,17 @@ fn backend_settings(b: &BackendConfig, s: Secrets) -> Value {
     v
 }
 
+/// Only when set, so configs without readahead render as before; a
+/// successor worker must keep recording and prefetching the same way.
+fn add_readahead(map: &mut Map<String, Value>, on: bool, secs: u32) {
+    if on || secs != HttpConfig::default().readahead_sec {
+        map.insert("readahead".into(), json!(on));
+        map.insert("readahead_sec".into(), json!(secs));
+    }
+}
+
 fn add_http(map: &mut Map<String, Value>, h: &HttpConfig, s: Secrets) {
+    add_readahead(map, h.readahead, h.readahead_sec);
     let p = &h.proxy;
     map.insert("timeout".into(), json!(h.timeout));
     map.insert("connect_timeout".into(), json!(h.connect_timeout));

@@ -29,6 +29,8 @@ fn readme_localfs_readahead() {
         panic!()
     };
     assert!(l.readahead && l.readahead_sec == 10);
+    let back = ok(&p.config.to_v2_json_exposing_secrets().to_string()).config;
+    assert_eq!(back.backend, p.config.backend);
     // Honoured (for every backend), so no warning.
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert_eq!(p.config.backend.readahead(), Some(10));
@@ -42,6 +44,9 @@ fn readahead_for_network_backends_and_zero_window() {
     ));
     assert_eq!(p.config.backend.readahead(), Some(3));
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    // A successor worker gets it too.
+    let back = ok(&p.config.to_v2_json_exposing_secrets().to_string()).config;
+    assert_eq!(back.backend.readahead(), Some(3));
     let p = ok(&snippet(
         r#"{"type": "s3", "config": {"endpoint": "", "region": "r", "bucket_name": "b",
             "readahead": false}}"#,
