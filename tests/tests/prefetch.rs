@@ -193,12 +193,13 @@ fn total(set: &[(u64, u64)]) -> u64 {
 }
 
 /// Mounts `img` at `dir/mnt` with a v1 config: S3 through `proxy`,
-/// blobcache in `cache`, plus `extra` top-level keys and `backend_extra`.
+/// blobcache in `cache` (dummycache for None), plus `extra` top-level keys
+/// and `backend_extra`.
 fn mount(
     dir: &Path,
     img: &Image,
     proxy_port: u16,
-    cache: &Path,
+    cache: Option<&Path>,
     backend_extra: serde_json::Value,
     extra: serde_json::Value,
 ) -> Nydusd {
@@ -215,7 +216,10 @@ fn mount(
     let mut cfg = json!({
         "device": {
             "backend": {"type": "s3", "config": backend},
-            "cache": {"type": "blobcache", "config": {"work_dir": cache}},
+            "cache": match cache {
+                Some(dir) => json!({"type": "blobcache", "config": {"work_dir": dir}}),
+                None => json!({"type": "dummycache"}),
+            },
         },
         "mode": "direct",
         "digest_validate": false,
@@ -307,7 +311,7 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
         &t.path().join("m1"),
         &img,
         proxy.port,
-        &cache,
+        Some(&cache),
         readahead.clone(),
         json!({"amplify_io": 0}),
     );
@@ -329,7 +333,7 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
         &t.path().join("m2"),
         &img,
         proxy.port,
-        &cache,
+        Some(&cache),
         readahead.clone(),
         json!({}),
     );
@@ -366,7 +370,7 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
         &t.path().join("m3"),
         &img,
         proxy.port,
-        &cache,
+        Some(&cache),
         readahead.clone(),
         prefetch_all,
     );
@@ -391,7 +395,7 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
         &t.path().join("m4"),
         &img,
         proxy.port,
-        &cache,
+        Some(&cache),
         json!({}),
         json!({}),
     );
@@ -412,7 +416,7 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
         &t.path().join("m5"),
         &img,
         proxy.port,
-        &cache,
+        Some(&cache),
         readahead,
         json!({}),
     );
@@ -433,7 +437,7 @@ fn bandwidth_rate_limits_prefetch_but_user_reads_go_first() {
         &t.path().join("m"),
         &img,
         proxy.port,
-        &t.path().join("cache"),
+        Some(&t.path().join("cache")),
         json!({}),
         json!({"fs_prefetch": {"enable": true, "prefetch_all": true, "threads_count": 4,
             "merging_size": merging, "bandwidth_rate": rate}}),
@@ -479,7 +483,7 @@ fn prefetch_table_fetches_listed_files_only() {
         &t.path().join("m"),
         &img,
         proxy.port,
-        &t.path().join("cache"),
+        Some(&t.path().join("cache")),
         json!({}),
         json!({"fs_prefetch": {"enable": true, "prefetch_all": false}}),
     );
@@ -500,4 +504,62 @@ fn prefetch_table_fetches_listed_files_only() {
         proxy.ranges().len() > ranges.len(),
         "an unlisted file was prefetched"
     );
+}
+
+#[test]
+fn readahead_log_is_kept_at_an_early_stop_and_dummycache_warns() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = ObjectStore::start(&t.path().join("store"), AK, SK, REGION);
+    let img = image(&t.path().join("img"), &store, 4, 2 * CHUNK, &[]);
+    let proxy = Proxy::start(&t.path().join("nginx"), store.port);
+    let cache = t.path().join("cache");
+    let readahead = json!({"readahead": true, "readahead_sec": 600});
+
+    // SIGTERM long before the window ends: what was read is still kept.
+    let mut d = mount(
+        &t.path().join("m1"),
+        &img,
+        proxy.port,
+        Some(&cache),
+        readahead.clone(),
+        json!({}),
+    );
+    check_read(&d, "f01", &img.files[1].1);
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait_exit(Duration::from_secs(20)).is_some(),
+        "nydusd did not stop"
+    );
+    let text = std::fs::read_to_string(&d.log).unwrap_or_default();
+    assert!(text.contains("readahead: recorded 2 chunks"), "{text}");
+    drop(d);
+    empty_cache_keep_log(&cache);
+
+    // The next mount prefetches them with no read at all.
+    let seen = proxy.ranges().len();
+    let d = mount(
+        &t.path().join("m2"),
+        &img,
+        proxy.port,
+        Some(&cache),
+        readahead.clone(),
+        json!({}),
+    );
+    wait_log(&d, "2 of 2 logged chunks prefetched first", 20);
+    let fetched = proxy.ranges()[seen..].to_vec();
+    assert_eq!(total(&union(&fetched)), 2 * CHUNK, "{fetched:?}");
+    drop(d);
+
+    // dummycache has nowhere to prefetch into: one warning, reads work.
+    let d = mount(
+        &t.path().join("m3"),
+        &img,
+        proxy.port,
+        None,
+        readahead,
+        json!({}),
+    );
+    let line = wait_log(&d, "nothing to prefetch into", 10);
+    assert!(line.contains("readahead"), "{line}");
+    check_read(&d, "f00", &img.files[0].1);
 }

@@ -67,6 +67,8 @@ pub struct MountRecord {
     pub cancel_prefetch: Arc<AtomicBool>,
     /// To walk the image when invalidating the kernel's caches of it.
     pub reader: Arc<dyn Reader>,
+    /// Its storage, to close the readahead window at a stop.
+    pub device: Arc<instance::DeviceData>,
 }
 
 pub struct Daemon {
@@ -186,6 +188,14 @@ impl Daemon {
 
     pub fn set_state(&self, state: State) {
         *lock(&self.state) = state;
+        if state == State::Stopped {
+            // A stop inside the readahead window keeps what it recorded.
+            for r in lock(&self.mounts).values() {
+                if let Some(ra) = r.device.readahead() {
+                    ra.finish();
+                }
+            }
+        }
     }
 
     pub fn set_notifier(&self, fuse_fd: File) {
@@ -310,7 +320,7 @@ impl Daemon {
         crate::prefetch::start(
             path,
             reader.clone(),
-            device,
+            device.clone(),
             &parsed,
             prefetch_files.clone(),
             cancel.clone(),
@@ -323,6 +333,7 @@ impl Daemon {
             mounted_at: SystemTime::now(),
             cancel_prefetch: cancel,
             reader,
+            device,
         };
         let old = mounts.insert(path.to_string(), record);
         if let Some(old) = &old {
