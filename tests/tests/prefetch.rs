@@ -286,3 +286,40 @@ fn readahead_log_is_kept_at_an_early_stop_and_dummycache_warns() {
     assert!(line.contains("readahead"), "{line}");
     check_read(&d, "f00", &img.files[0].1);
 }
+
+#[test]
+fn user_read_is_not_queued_behind_prefetch_of_a_slow_backend() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = ObjectStore::start(&t.path().join("store"), AK, SK, REGION);
+    let size = 4 * CHUNK;
+    let img = image(&t.path().join("img"), &store, 16, size, &[]);
+    let proxy = Proxy::start(&t.path().join("nginx"), store.port);
+    // Every backend answer takes 300 ms: 32 prefetch requests of 128 KiB
+    // on 2 workers take about 5 s.
+    let hook = store.hook("/__faults?fail_next=0&latency_ms=300");
+    assert!(hook.contains(" 200"), "{hook}");
+    let d = mount(
+        &t.path().join("m"),
+        &img,
+        proxy.port,
+        Some(&t.path().join("cache")),
+        json!({}),
+        json!({"fs_prefetch": {"enable": true, "prefetch_all": true, "threads_count": 2,
+            "merging_size": 2 * CHUNK}}),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (name, data) = img.files.last().expect("files");
+    let t0 = Instant::now();
+    check_read(&d, name, data);
+    let read_ms = t0.elapsed().as_millis() as u64;
+    let prefetch_ms = millis(&wait_log(&d, "prefetch of / done", 60));
+    // One backend answer for the read, plus at most the prefetch requests
+    // already in flight when it came: far less than the queue ahead of it.
+    assert!(
+        read_ms < 1500 && read_ms * 2 < prefetch_ms,
+        "user read took {read_ms} ms during a {prefetch_ms} ms prefetch"
+    );
+    let ranges = proxy.ranges();
+    assert_eq!(ranges.iter().map(|r| r.1 - r.0).sum::<u64>(), 16 * size);
+    println!("slow backend: user read {read_ms} ms during a {prefetch_ms} ms prefetch");
+}

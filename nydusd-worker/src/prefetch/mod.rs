@@ -30,9 +30,44 @@ use nydus_protocol::rafs::{ChunkRef, Reader};
 use crate::instance::DeviceData;
 use limiter::Limiter;
 
-/// Chunks handed to a prefetch worker at a time: neighbours in one batch
-/// can be merged into fewer backend requests.
+/// Most chunks handed to a prefetch worker at a time.
 const BATCH: usize = 64;
+
+/// Groups chunks into batches of about one `merging_size` request each:
+/// neighbours in a batch merge into one backend request, and separate
+/// batches let the workers fetch in parallel.
+struct Batcher {
+    batch: Vec<ChunkRef>,
+    bytes: u64,
+    target: u64,
+    /// Size assumed for a chunk whose descriptor is not at hand (v6).
+    chunk_size: u64,
+}
+
+impl Batcher {
+    fn new(merging_size: u64, chunk_size: u32) -> Batcher {
+        Batcher {
+            batch: Vec::new(),
+            bytes: 0,
+            target: merging_size.max(1),
+            chunk_size: chunk_size.into(),
+        }
+    }
+
+    /// Adds a chunk; returns a full batch to send.
+    fn push(&mut self, c: ChunkRef) -> Option<Vec<ChunkRef>> {
+        self.bytes += c
+            .info
+            .map_or(self.chunk_size, |i| u64::from(i.compressed_size));
+        self.batch.push(c);
+        (self.bytes >= self.target || self.batch.len() >= BATCH).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Vec<ChunkRef> {
+        self.bytes = 0;
+        std::mem::take(&mut self.batch)
+    }
+}
 
 /// The prefetch settings of one mount (v1 `fs_prefetch` or v2
 /// `cache.prefetch`, whichever is enabled).
@@ -87,15 +122,20 @@ pub fn start(
         return;
     }
     let pool = Pool::start(&s, data, cancel.clone());
+    let chunk_size = reader.super_info().chunk_size;
     spawn("prefetch", move || {
         let began = Instant::now();
         if !logged.is_empty() {
             let refs = walk::find_chunks(&*reader, &logged, &cancel);
-            for batch in refs.chunks(BATCH) {
-                if !pool.send(batch.to_vec()) {
-                    return;
+            let mut b = Batcher::new(s.merging_size, chunk_size);
+            for c in &refs {
+                if let Some(batch) = b.push(*c) {
+                    if !pool.send(batch) {
+                        return;
+                    }
                 }
             }
+            pool.send(b.take());
             pool.drain();
             log::info!(
                 "readahead of {path}: {} of {} logged chunks prefetched first ({} ms)",
@@ -106,14 +146,13 @@ pub fn start(
         }
         if table {
             let roots = walk::roots(&*reader, files.as_deref(), s.all);
-            let mut batch = Vec::new();
+            let mut b = Batcher::new(s.merging_size, chunk_size);
             let (files, bad) = walk::walk(&*reader, roots, &cancel, &mut |chunks| {
-                batch.extend(chunks);
-                batch.len() < BATCH || pool.send(std::mem::take(&mut batch))
+                chunks
+                    .into_iter()
+                    .all(|c| b.push(c).is_none_or(|batch| pool.send(batch)))
             });
-            if !batch.is_empty() {
-                pool.send(batch);
-            }
+            pool.send(b.take());
             pool.drain();
             if cancel.load(Ordering::Relaxed) {
                 log::info!("prefetch of {path} cancelled");
@@ -187,6 +226,9 @@ impl Pool {
 
     /// Queues a batch; false once the workers are gone.
     fn send(&self, batch: Vec<ChunkRef>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
         *lock(&self.pending.0) += 1;
         if self.tx.send(batch).is_err() {
             *lock(&self.pending.0) -= 1;
