@@ -112,7 +112,7 @@ pub fn start(
     let path = path.to_string();
     let logged = match data.readahead() {
         Some(ra) => {
-            spawn("readahead-log", close_window(data.clone(), cancel.clone()));
+            let _ = spawn("readahead-log", close_window(data.clone(), cancel.clone()));
             ra.load()
         }
         None => Vec::new(),
@@ -121,9 +121,11 @@ pub fn start(
     if logged.is_empty() && !table {
         return;
     }
-    let pool = Pool::start(&s, data, cancel.clone());
+    let Some(pool) = Pool::start(&s, data, cancel.clone()) else {
+        return;
+    };
     let chunk_size = reader.super_info().chunk_size;
-    spawn("prefetch", move || {
+    let _ = spawn("prefetch", move || {
         let began = Instant::now();
         if !logged.is_empty() {
             let refs = walk::find_chunks(&*reader, &logged, &cancel);
@@ -183,9 +185,13 @@ fn close_window(data: Arc<DeviceData>, cancel: Arc<AtomicBool>) -> impl FnOnce()
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
-        log::warn!("{name} not started: {e}");
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    match std::thread::Builder::new().name(name.into()).spawn(f) {
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("{name} not started: {e}");
+            false
+        }
     }
 }
 
@@ -199,12 +205,14 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(s: &Settings, data: Arc<DeviceData>, cancel: Arc<AtomicBool>) -> Pool {
+    /// None if no worker could be started.
+    fn start(s: &Settings, data: Arc<DeviceData>, cancel: Arc<AtomicBool>) -> Option<Pool> {
         let (tx, rx) = sync_channel::<Vec<ChunkRef>>(s.threads as usize * 2);
         let rx = Arc::new(Mutex::new(rx));
         let pending = Arc::new((Mutex::new(0usize), Condvar::new()));
         let failed = Arc::new(AtomicU64::new(0));
         let limiter = Arc::new(Limiter::new(s.rate));
+        let mut started = 0;
         for i in 0..s.threads {
             let w = Worker {
                 rx: rx.clone(),
@@ -215,13 +223,13 @@ impl Pool {
                 failed: failed.clone(),
                 merging_size: s.merging_size,
             };
-            spawn(&format!("prefetch-{i}"), move || w.run());
+            started += usize::from(spawn(&format!("prefetch-{i}"), move || w.run()));
         }
-        Pool {
+        (started > 0).then_some(Pool {
             tx,
             pending,
             failed,
-        }
+        })
     }
 
     /// Queues a batch; false once the workers are gone.
@@ -264,8 +272,9 @@ impl Worker {
                 Ok(b) => b,
                 Err(_) => return,
             };
-            // After cancel the batch is skipped but still counted done, so
-            // `drain` returns.
+            // Counted done however this batch ends (skipped after cancel,
+            // failed, or a panic), so `drain` returns.
+            let _done = Done(&self.pending);
             if !self.cancel.load(Ordering::Relaxed) {
                 let device = self.data.device();
                 let mut gate = |bytes: u64| self.gate(bytes);
@@ -276,9 +285,6 @@ impl Worker {
                     self.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let (n, cv) = &*self.pending;
-            *lock(n) -= 1;
-            cv.notify_all();
         }
     }
 
@@ -297,6 +303,17 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(1));
         }
         !self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks one queued batch done when dropped.
+struct Done<'a>(&'a (Mutex<usize>, Condvar));
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        let (n, cv) = self.0;
+        *lock(n) -= 1;
+        cv.notify_all();
     }
 }
 
