@@ -30,7 +30,8 @@ fn handle(sup: &Sup, req: CtlRequest) -> Result<CtlReply, String> {
             mountpoint,
             bootstrap,
             config,
-        } => mount(sup, &mountpoint, &bootstrap, &config),
+            vhost_user,
+        } => mount(sup, &mountpoint, &bootstrap, &config, vhost_user),
         CtlRequest::Umount { target } => umount(sup, &target),
         CtlRequest::List => Ok(CtlReply::List {
             mounts: sup.lock().mounts.values().map(Entry::info).collect(),
@@ -115,10 +116,9 @@ fn mounted_at(path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<CtlReply, String> {
+/// A FUSE mountpoint: an existing directory nothing is mounted on.
+fn check_mountpoint(mountpoint: &str) -> Result<String, String> {
     check_abs("mountpoint", mountpoint)?;
-    check_abs("bootstrap", bootstrap)?;
-    check_abs("config", config)?;
     let mp = std::fs::canonicalize(mountpoint)
         .map_err(|e| format!("mountpoint {mountpoint}: {e}; create the directory first"))?;
     if !mp.is_dir() {
@@ -132,6 +132,36 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
             ));
         }
     }
+    Ok(mp)
+}
+
+/// A vhost-user socket path: absolute, in an existing directory (the
+/// worker creates the socket and refuses one a live process serves).
+fn check_vhost_sock(sock: &str) -> Result<String, String> {
+    check_abs("--vhost-user-sock", sock)?;
+    let path = Path::new(sock);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(format!("--vhost-user-sock {sock}: not a socket path"));
+    };
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|e| format!("--vhost-user-sock {sock}: directory: {e}; create it first"))?;
+    Ok(dir.join(name).display().to_string())
+}
+
+fn mount(
+    sup: &Sup,
+    mountpoint: &str,
+    bootstrap: &str,
+    config: &str,
+    vhost_user: bool,
+) -> Result<CtlReply, String> {
+    let mp = if vhost_user {
+        check_vhost_sock(mountpoint)?
+    } else {
+        check_mountpoint(mountpoint)?
+    };
+    check_abs("bootstrap", bootstrap)?;
+    check_abs("config", config)?;
     if !Path::new(bootstrap).is_file() {
         return Err(format!("bootstrap {bootstrap}: no such file"));
     }
@@ -153,6 +183,7 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
             generation: 0,
             crashes: 0,
             state: None,
+            vhost_user,
         };
         inner
             .mounts
@@ -183,7 +214,7 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
             if let Some(pid) = pid {
                 kill_group(pid);
             }
-            if mounted_at(&mp).is_some_and(|t| t.starts_with("fuse")) {
+            if !vhost_user && mounted_at(&mp).is_some_and(|t| t.starts_with("fuse")) {
                 detach(&mp);
             }
             Err(format!("mount {mp} failed: {err}"))
@@ -193,15 +224,27 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
 
 fn umount(sup: &Sup, target: &str) -> Result<CtlReply, String> {
     let id = resolve(sup, target)?;
-    let (mp, pid) = {
+    let (mp, pid, vhost_user) = {
         let mut inner = sup.lock();
         let e = inner.mounts.get_mut(&id).ok_or("mount vanished")?;
         e.stopping = true;
         e.fuse = None;
+        e.vhost_kept = None;
         super::standby::kill_locked(e);
-        (e.p.mountpoint.clone(), e.pid)
+        (e.p.mountpoint.clone(), e.pid, e.p.vhost_user)
     };
-    detach(&mp);
+    if vhost_user {
+        // SIGTERM: the worker removes its socket file as it exits (the
+        // guest sees the device go away).
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    } else {
+        detach(&mp);
+    }
     if let Some(pid) = pid {
         wait_gone(pid, Duration::from_secs(5));
     }

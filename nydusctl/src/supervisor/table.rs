@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Instant;
 
-use nydus_protocol::handoff::{MountInfo, MountStatus, WorkerState};
+use nydus_protocol::handoff::{MountInfo, MountStatus, VhostUserState, WorkerState};
 use serde::{Deserialize, Serialize};
 
 /// One mount and its current worker.
@@ -34,6 +34,9 @@ pub struct Entry {
     pub standby: Option<(u32, UnixStream)>,
     /// A standby started but not yet ready.
     pub standby_pending: Option<u32>,
+    /// virtio-fs: the device the old worker handed over on `Stop` (or why
+    /// it could not), kept until the successor registers.
+    pub vhost_kept: Option<Result<(VhostUserState, Vec<File>), String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +50,9 @@ pub struct Persisted {
     pub crashes: u64,
     #[serde(default)]
     pub state: Option<WorkerState>,
+    /// Served over virtio-fs: `mountpoint` is the vhost-user socket.
+    #[serde(default)]
+    pub vhost_user: bool,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -70,6 +76,7 @@ impl Entry {
             stopping: false,
             standby: None,
             standby_pending: None,
+            vhost_kept: None,
         }
     }
 
@@ -85,6 +92,7 @@ impl Entry {
             generation: self.p.generation,
             crashes: self.p.crashes,
             last_error: self.last_error.clone(),
+            vhost_user: self.p.vhost_user,
         }
     }
 }
