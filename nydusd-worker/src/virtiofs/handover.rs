@@ -96,6 +96,10 @@ pub fn restore(
         ));
     }
     let mut dev = Device::new(serving, inflight, request_queues);
+    if !state.connected {
+        // No frontend was connected: a fresh device for the next one.
+        return Ok((dev, None));
+    }
     if state.vrings.len() != dev.vrings.len() {
         return Err(format!(
             "vhost-user handover: the device had {} queues, this worker has {} (keep --thread-num)",
