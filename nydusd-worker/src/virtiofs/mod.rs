@@ -15,6 +15,8 @@
 mod device;
 mod handover;
 mod queue;
+#[cfg(test)]
+mod tests_frontend;
 
 use std::fs::File;
 use std::io::ErrorKind;
