@@ -29,7 +29,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 
 /// The guest script: every iteration drops the caches (so reads reach the
 /// device), hashes every file, prints `BAD` on a mismatch or error and
-/// `IT <uptime>` when done; until `secs` after the first iteration.
+/// `IT <uptime>` when done; for `secs` seconds.
 fn script(files: &[Entry], secs: u64) -> String {
     let mut s = r#"[ -r /proc/uptime ] || mount -t proc proc /proc
 up() { cut -d" " -f1 /proc/uptime; }
@@ -139,6 +139,9 @@ fn guest_reads_through_upgrades() {
         let now = sup.pid_of(&id).expect("worker pid after upgrade");
         assert_ne!(now, pid, "upgrade {n}: the worker pid did not change");
         pid = now;
+        // Spread the handovers over the guest's loop, so they land at
+        // different points of its requests.
+        std::thread::sleep(Duration::from_millis(400));
         if done.load(Ordering::SeqCst) {
             let run = guest_thread.join().expect("guest thread");
             panic!(
@@ -185,6 +188,60 @@ fn guest_reads_through_upgrades() {
         files.len(),
         upgrades_done.elapsed()
     );
-    let relayed = sup.log().matches("virtio-fs device relayed").count();
-    assert_eq!(relayed as u64, rounds, "handovers relayed:\n{}", sup.log());
+    let relays = relay_times(&sup.log());
+    assert_eq!(
+        relays.len() as u64,
+        rounds,
+        "handovers relayed:\n{}",
+        sup.log()
+    );
+    eprintln!(
+        "device handover (Stop sent to the old worker .. its device relayed to the successor): longest {:?}",
+        relays.iter().max().copied().unwrap_or_default()
+    );
+
+    // kill -9 (no handover) is best effort: the guest's connection dies
+    // with the worker, but a successor serves the socket for the next VM.
+    let pid = sup.pid_of(&id).expect("pid");
+    // SAFETY: kill(2) on the worker pid the supervisor reports.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let next = sup.wait_new_pid(&id, pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "socket not served after kill -9");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "after kill -9 of {pid}: worker {next} serves {}",
+        sock.display()
+    );
+
+    let out = sup.ctl(&["umount", &id]);
+    assert!(
+        out.status.success(),
+        "umount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!sock.exists(), "the socket outlived umount");
+    assert!(sup.list().iter().all(|m| m["id"] != id.as_str()));
+}
+
+/// The supervisor's "virtio-fs device relayed after <Duration:?>" lines.
+fn relay_times(log: &str) -> Vec<Duration> {
+    log.lines()
+        .filter_map(|l| l.split("virtio-fs device relayed after ").nth(1))
+        .filter_map(|t| {
+            let t = t.trim();
+            let (num, scale) = if let Some(v) = t.strip_suffix("µs") {
+                (v, 1e-6)
+            } else if let Some(v) = t.strip_suffix("ms") {
+                (v, 1e-3)
+            } else if let Some(v) = t.strip_suffix("ns") {
+                (v, 1e-9)
+            } else {
+                (t.strip_suffix('s')?, 1.0)
+            };
+            Some(Duration::from_secs_f64(num.parse::<f64>().ok()? * scale))
+        })
+        .collect()
 }

@@ -136,4 +136,46 @@ mod tests {
         let e = me.recv().unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
+
+    #[test]
+    fn a_vhost_state_carries_all_its_fds_in_order() {
+        use nydus_protocol::handoff::{VhostUserState, VringHandover};
+        let (a, b) = UnixStream::pair().unwrap();
+        let files: Vec<File> = (0..3)
+            .map(|i| {
+                let mut f = tempfile::tempfile().unwrap();
+                write!(f, "fd{i}").unwrap();
+                f
+            })
+            .collect();
+        let state = VhostUserState {
+            connected: true,
+            vrings: vec![VringHandover {
+                kick: true,
+                call: true,
+                ..VringHandover::default()
+            }],
+            ..VhostUserState::default()
+        };
+        let msg = WorkerMsg::VhostState { state: Some(state) };
+        let raw: Vec<_> = files.iter().map(|f| f.as_raw_fd()).collect();
+        let sender = Conn::new(a);
+        sender.send_fds(&msg, &raw).unwrap();
+        sender.send(&WorkerMsg::Stop, None).unwrap();
+        let mut me = Conn::new(b);
+        let (got, fds) = me.recv_fds().unwrap();
+        assert_eq!(got, msg);
+        let texts: Vec<String> = fds
+            .into_iter()
+            .map(|mut f| {
+                f.rewind().unwrap();
+                let mut s = String::new();
+                f.read_to_string(&mut s).unwrap();
+                s
+            })
+            .collect();
+        assert_eq!(texts, ["fd0", "fd1", "fd2"]);
+        let (next, fds) = me.recv_fds().unwrap();
+        assert_eq!((next, fds.len()), (WorkerMsg::Stop, 0));
+    }
 }
