@@ -130,3 +130,48 @@ pub fn save(path: &Path, next_id: u64, mounts: &BTreeMap<String, Entry>) -> Resu
     };
     write().map_err(|e| format!("saving the mount table {}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn persisted(vhost_user: bool) -> Persisted {
+        Persisted {
+            id: "m1".into(),
+            mountpoint: "/run/vm/vfs.sock".into(),
+            bootstrap: "/img/b".into(),
+            config: "/etc/c.json".into(),
+            nydusd: "/bin/nydusd".into(),
+            generation: 3,
+            crashes: 0,
+            state: None,
+            vhost_user,
+        }
+    }
+
+    #[test]
+    fn virtio_fs_mounts_round_trip_and_old_tables_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mounts.json");
+        let mut mounts = BTreeMap::new();
+        mounts.insert(
+            "m1".to_string(),
+            Entry::new(persisted(true), MountStatus::Running),
+        );
+        save(&path, 1, &mounts).unwrap();
+        let back = load(&path).unwrap();
+        assert!(back.mounts[0].vhost_user);
+        assert!(
+            Entry::new(back.mounts[0].clone(), MountStatus::Running)
+                .info()
+                .vhost_user
+        );
+
+        // A table written before virtio-fs mounts existed.
+        let mut v = serde_json::to_value(persisted(false)).unwrap();
+        v.as_object_mut().unwrap().remove("vhost_user");
+        let old = serde_json::json!({ "next_id": 1, "mounts": [v] });
+        std::fs::write(&path, old.to_string()).unwrap();
+        assert!(!load(&path).unwrap().mounts[0].vhost_user);
+    }
+}
