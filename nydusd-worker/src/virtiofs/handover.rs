@@ -4,6 +4,12 @@
 //! [frontend socket], region fds..., then per vring its kick, call, err.
 //! The successor maps the same memfds, so nothing of guest memory is
 //! copied; the queues resume at the recorded indices.
+//!
+//! One gap: vhost's `BackendReqHandler` keeps the negotiated features to
+//! itself, so the successor's handler starts with none. Until the VMM sends
+//! SET_FEATURES again (it does on every device start, e.g. a guest reset),
+//! a SET_VRING_ENABLE is refused: logged, the message consumed whole (the
+//! stream stays in step), and GET_VRING_BASE still stops the ring.
 
 use std::fs::File;
 use std::os::unix::net::UnixStream;

@@ -231,4 +231,18 @@ fn handover_mid_connection_keeps_ring_positions() {
         1 << VIRTIO_F_VERSION_1
     );
     assert_eq!(vm.fe.get_vring_base(1).unwrap(), 2);
+
+    // A guest reset after the upgrade: the VMM sets the ring up again (its
+    // features first, which the successor's request handler learns then)
+    // and the ring resumes at the base it gives.
+    let want = (1 << VIRTIO_F_VERSION_1) | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+    vm.fe.set_features(want).unwrap();
+    vm.fe.set_vring_base(1, 2).unwrap();
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    vm.fe.set_vring_kick(1, &kick).unwrap();
+    vm.fe.set_vring_enable(1, true).unwrap();
+    vm.kick[1] = kick;
+    let (idx, reply) = vm.request(3, 1, &[0u8; 16]);
+    assert_eq!(idx, 3);
+    assert_eq!(header(&reply).1, 0);
 }
