@@ -1,10 +1,12 @@
 //! Hot upgrade of a supervised virtio-fs worker under a live guest: a QEMU
 //! guest (`shared/scripts/virtiofs-guest`, TCG) reads files in a loop and
 //! checks every hash, while the host runs `nydusctl upgrade` of its worker
-//! NYDUS_VFS_UPGRADE_ROUNDS times (default 20). The live vhost-user device
-//! (socket, guest memory, eventfds, vring indices) goes from each worker
-//! to its successor: the guest must see no error and no wrong byte. Prints
-//! the longest stall between two guest iterations and the slowest upgrade.
+//! NYDUS_VFS_UPGRADE_ROUNDS times (default 20), then one `nydusctl
+//! restart`. The live vhost-user device (socket, guest memory, eventfds,
+//! vring indices) goes from each worker to its successor: the guest must
+//! see no error and no wrong byte. Prints the longest stall between two
+//! guest iterations, the slowest upgrade and the longest device relay.
+//! Then kill -9 (best effort: the socket is served again) and umount.
 //!
 //! Needs root (QEMU). NYDUS_VFS_LOOP_SECS sets how long the guest reads
 //! in all (default 45; the upgrades must fit in).
@@ -153,6 +155,19 @@ fn guest_reads_through_upgrades() {
             );
         }
     }
+    // `restart` takes the same path with the same binary.
+    let out = sup.ctl(&["restart", &id]);
+    assert!(
+        out.status.success(),
+        "restart: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sup.log()
+    );
+    assert_ne!(sup.pid_of(&id), Some(pid), "restart kept the worker");
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "the guest finished before the restart"
+    );
     let upgrades_done = Instant::now();
     let run = guest_thread.join().expect("guest thread");
     let out = String::from_utf8_lossy(&run.stdout).into_owned();
@@ -191,7 +206,7 @@ fn guest_reads_through_upgrades() {
     let relays = relay_times(&sup.log());
     assert_eq!(
         relays.len() as u64,
-        rounds,
+        rounds + 1,
         "handovers relayed:\n{}",
         sup.log()
     );
