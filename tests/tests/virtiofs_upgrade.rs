@@ -83,6 +83,20 @@ fn guest_reads_through_upgrades() {
     files.truncate(4);
 
     let mut sup = Supervisor::start();
+    // An id must stay a plain file name (it names the worker's log).
+    let bad = sup.ctl(&[
+        "mount",
+        "--bootstrap",
+        fx.bootstrap.to_str().unwrap(),
+        "--config",
+        "/nonexistent.json",
+        "--id",
+        "../x",
+        "--vhost-user-sock",
+        "/tmp/x.sock",
+    ]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("--id"), "{err}");
     let (id, sock) = sup.mount_vhost(&fx, "vfs");
     let listed = sup.list();
     let m = listed

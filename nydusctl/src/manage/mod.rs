@@ -45,6 +45,9 @@ pub enum SupMountCommand {
         /// worker creates for the VMM (absolute path).
         #[arg(long, value_name = "PATH", conflicts_with = "mountpoint")]
         vhost_user_sock: Option<String>,
+        /// The mount id (default: the next mN).
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
         #[command(flatten)]
         sock: SupSock,
     },
@@ -145,6 +148,7 @@ pub fn run_mount(cmd: SupMountCommand) -> Result<(), String> {
             config,
             mountpoint,
             vhost_user_sock,
+            id,
             sock,
         } => done(call(
             &sock.supervisor,
@@ -153,6 +157,7 @@ pub fn run_mount(cmd: SupMountCommand) -> Result<(), String> {
                 mountpoint: vhost_user_sock.or(mountpoint).unwrap_or_default(),
                 bootstrap,
                 config,
+                id,
             },
         )?),
         SupMountCommand::Umount { target, sock } => {

@@ -31,7 +31,8 @@ fn handle(sup: &Sup, req: CtlRequest) -> Result<CtlReply, String> {
             bootstrap,
             config,
             vhost_user,
-        } => mount(sup, &mountpoint, &bootstrap, &config, vhost_user),
+            id,
+        } => mount(sup, &mountpoint, &bootstrap, &config, vhost_user, id),
         CtlRequest::Umount { target } => umount(sup, &target),
         CtlRequest::List => Ok(CtlReply::List {
             mounts: sup.lock().mounts.values().map(Entry::info).collect(),
@@ -116,6 +117,24 @@ fn mounted_at(path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Ids name worker logs and API sockets in the state dir, so they stay
+/// plain file names.
+fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with(['.', '-'])
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--id {id:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not first)"
+        ))
+    }
+}
+
 /// A FUSE mountpoint: an existing directory nothing is mounted on.
 fn check_mountpoint(mountpoint: &str) -> Result<String, String> {
     check_abs("mountpoint", mountpoint)?;
@@ -154,7 +173,11 @@ fn mount(
     bootstrap: &str,
     config: &str,
     vhost_user: bool,
+    want_id: Option<String>,
 ) -> Result<CtlReply, String> {
+    if let Some(id) = &want_id {
+        check_id(id)?;
+    }
     let mp = if vhost_user {
         check_vhost_sock(mountpoint)?
     } else {
@@ -172,8 +195,22 @@ fn mount(
         if let Some(e) = inner.mounts.values().find(|e| e.p.mountpoint == mp) {
             return Err(format!("mountpoint {mp} is already mounted as {}", e.p.id));
         }
-        inner.next_id += 1;
-        let id = format!("m{}", inner.next_id);
+        let id = match want_id {
+            Some(id) if inner.mounts.contains_key(&id) => {
+                return Err(format!(
+                    "--id {id}: a mount has that id already; pick another"
+                ))
+            }
+            Some(id) => id,
+            None => loop {
+                inner.next_id += 1;
+                let id = format!("m{}", inner.next_id);
+                // A user-chosen id may have taken it.
+                if !inner.mounts.contains_key(&id) {
+                    break id;
+                }
+            },
+        };
         let p = Persisted {
             id: id.clone(),
             mountpoint: mp.clone(),

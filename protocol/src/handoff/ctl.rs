@@ -14,6 +14,9 @@ pub enum CtlRequest {
         config: String,
         #[serde(default)]
         vhost_user: bool,
+        /// The mount id to use instead of the next `mN`.
+        #[serde(default)]
+        id: Option<String>,
     },
     /// Unmount and stop the worker; `target` is a mount id or mountpoint.
     Umount {
