@@ -115,12 +115,6 @@ fn plan(cli: &Cli) -> Result<Plan, StartError> {
             return Err("--mountpoint is for FUSE; virtio-fs serves on --sock".into())
         }
     };
-    if virtiofs && cli.supervisor.is_some() {
-        return Err(
-            "--supervisor: virtio-fs workers cannot be supervised in this build; run without it"
-                .into(),
-        );
-    }
     let virtual_mountpoint = normalize_vfs_path(&cli.virtual_mountpoint)
         .map_err(|e| format!("--virtual-mountpoint: {e}"))?;
     let config = match (&cli.config, &cli.localfs_dir) {
@@ -255,23 +249,50 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     };
 
     // A busy or impossible --sock is bad input too (see below).
-    let listener = match &plan.target {
-        Target::Sock(sock) => Some(crate::virtiofs::bind(sock)?),
-        Target::Mount(_) => None,
+    // A successor serves its predecessor's listener: the path stays bound.
+    let listener = match (&plan.target, &takeover) {
+        (Target::Sock(_), Some(t)) => Some(std::os::unix::net::UnixListener::from(
+            std::os::fd::OwnedFd::from(
+                t.fuse
+                    .try_clone()
+                    .map_err(|e| format!("--upgrade: dup of the vhost-user listener: {e}"))?,
+            ),
+        )),
+        (Target::Sock(sock), None) => Some(crate::virtiofs::bind(sock)?),
+        (Target::Mount(_), _) => None,
     };
+    // Handed to the supervisor in place of a /dev/fuse fd.
+    let kept_listener = match &listener {
+        Some(l) if cli.supervisor.is_some() => {
+            Some(std::fs::File::from(std::os::fd::OwnedFd::from(
+                l.try_clone()
+                    .map_err(|e| format!("dup of the vhost-user listener: {e}"))?,
+            )))
+        }
+        _ => None,
+    };
+    let mut vhost = None;
     // After everything that can fail on bad input, so such a failure stays
     // one line on stderr.
     raise_nofile(cli.rlimit_nofile);
 
     let service = if let (Target::Sock(sock), Some(listener)) = (&plan.target, listener) {
-        Service::Virtiofs(VirtiofsService::start(
+        // Last thing before serving: this stops the old worker.
+        let handover = match &takeover {
+            Some(t) => t.vhost_handover(&daemon)?,
+            None => None,
+        };
+        let (service, handle) = VirtiofsService::start(
             sock,
             listener,
             daemon.vfs().clone(),
             cli.fuse_threads as usize,
             tx.clone(),
             daemon.inflight().clone(),
-        )?)
+            handover,
+        )?;
+        vhost = Some(handle);
+        Service::Virtiofs(service)
     } else {
         let session = match &takeover {
             Some(t) => t.session()?,
@@ -313,7 +334,10 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
     crate::supervised::start_link(
         &cli,
         daemon.clone(),
-        notifier,
+        crate::supervised::Served {
+            fd: notifier.or(kept_listener),
+            vhost,
+        },
         tx.clone(),
         root,
         takeover,

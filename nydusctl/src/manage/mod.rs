@@ -39,7 +39,15 @@ pub enum SupMountCommand {
         #[arg(long, value_name = "FILE")]
         config: String,
         /// Existing empty directory (absolute path).
-        mountpoint: String,
+        #[arg(required_unless_present = "vhost_user_sock")]
+        mountpoint: Option<String>,
+        /// Serve a VM over virtio-fs instead: the vhost-user-fs socket the
+        /// worker creates for the VMM (absolute path).
+        #[arg(long, value_name = "PATH", conflicts_with = "mountpoint")]
+        vhost_user_sock: Option<String>,
+        /// The mount id (default: the next mN).
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
         #[command(flatten)]
         sock: SupSock,
     },
@@ -139,13 +147,17 @@ pub fn run_mount(cmd: SupMountCommand) -> Result<(), String> {
             bootstrap,
             config,
             mountpoint,
+            vhost_user_sock,
+            id,
             sock,
         } => done(call(
             &sock.supervisor,
             &CtlRequest::Mount {
-                mountpoint,
+                vhost_user: vhost_user_sock.is_some(),
+                mountpoint: vhost_user_sock.or(mountpoint).unwrap_or_default(),
                 bootstrap,
                 config,
+                id,
             },
         )?),
         SupMountCommand::Umount { target, sock } => {

@@ -20,7 +20,11 @@ pub fn table(mounts: &[MountInfo]) -> String {
             m.pid.map_or("-".into(), |p| p.to_string()),
             m.generation,
             m.crashes,
-            m.mountpoint
+            if m.vhost_user {
+                format!("{} (virtio-fs)", m.mountpoint)
+            } else {
+                m.mountpoint.clone()
+            }
         ));
         if let Some(e) = &m.last_error {
             out.push_str(&format!("       error: {e}\n"));

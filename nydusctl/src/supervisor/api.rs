@@ -30,7 +30,9 @@ fn handle(sup: &Sup, req: CtlRequest) -> Result<CtlReply, String> {
             mountpoint,
             bootstrap,
             config,
-        } => mount(sup, &mountpoint, &bootstrap, &config),
+            vhost_user,
+            id,
+        } => mount(sup, &mountpoint, &bootstrap, &config, vhost_user, id),
         CtlRequest::Umount { target } => umount(sup, &target),
         CtlRequest::List => Ok(CtlReply::List {
             mounts: sup.lock().mounts.values().map(Entry::info).collect(),
@@ -115,10 +117,27 @@ fn mounted_at(path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<CtlReply, String> {
+/// Ids name worker logs and API sockets in the state dir, so they stay
+/// plain file names.
+fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with(['.', '-'])
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--id {id:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not first)"
+        ))
+    }
+}
+
+/// A FUSE mountpoint: an existing directory nothing is mounted on.
+fn check_mountpoint(mountpoint: &str) -> Result<String, String> {
     check_abs("mountpoint", mountpoint)?;
-    check_abs("bootstrap", bootstrap)?;
-    check_abs("config", config)?;
     let mp = std::fs::canonicalize(mountpoint)
         .map_err(|e| format!("mountpoint {mountpoint}: {e}; create the directory first"))?;
     if !mp.is_dir() {
@@ -132,6 +151,40 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
             ));
         }
     }
+    Ok(mp)
+}
+
+/// A vhost-user socket path: absolute, in an existing directory (the
+/// worker creates the socket and refuses one a live process serves).
+fn check_vhost_sock(sock: &str) -> Result<String, String> {
+    check_abs("--vhost-user-sock", sock)?;
+    let path = Path::new(sock);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(format!("--vhost-user-sock {sock}: not a socket path"));
+    };
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|e| format!("--vhost-user-sock {sock}: directory: {e}; create it first"))?;
+    Ok(dir.join(name).display().to_string())
+}
+
+fn mount(
+    sup: &Sup,
+    mountpoint: &str,
+    bootstrap: &str,
+    config: &str,
+    vhost_user: bool,
+    want_id: Option<String>,
+) -> Result<CtlReply, String> {
+    if let Some(id) = &want_id {
+        check_id(id)?;
+    }
+    let mp = if vhost_user {
+        check_vhost_sock(mountpoint)?
+    } else {
+        check_mountpoint(mountpoint)?
+    };
+    check_abs("bootstrap", bootstrap)?;
+    check_abs("config", config)?;
     if !Path::new(bootstrap).is_file() {
         return Err(format!("bootstrap {bootstrap}: no such file"));
     }
@@ -142,8 +195,22 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
         if let Some(e) = inner.mounts.values().find(|e| e.p.mountpoint == mp) {
             return Err(format!("mountpoint {mp} is already mounted as {}", e.p.id));
         }
-        inner.next_id += 1;
-        let id = format!("m{}", inner.next_id);
+        let id = match want_id {
+            Some(id) if inner.mounts.contains_key(&id) => {
+                return Err(format!(
+                    "--id {id}: a mount has that id already; pick another"
+                ))
+            }
+            Some(id) => id,
+            None => loop {
+                inner.next_id += 1;
+                let id = format!("m{}", inner.next_id);
+                // A user-chosen id may have taken it.
+                if !inner.mounts.contains_key(&id) {
+                    break id;
+                }
+            },
+        };
         let p = Persisted {
             id: id.clone(),
             mountpoint: mp.clone(),
@@ -153,6 +220,7 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
             generation: 0,
             crashes: 0,
             state: None,
+            vhost_user,
         };
         inner
             .mounts
@@ -183,7 +251,7 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
             if let Some(pid) = pid {
                 kill_group(pid);
             }
-            if mounted_at(&mp).is_some_and(|t| t.starts_with("fuse")) {
+            if !vhost_user && mounted_at(&mp).is_some_and(|t| t.starts_with("fuse")) {
                 detach(&mp);
             }
             Err(format!("mount {mp} failed: {err}"))
@@ -193,15 +261,27 @@ fn mount(sup: &Sup, mountpoint: &str, bootstrap: &str, config: &str) -> Result<C
 
 fn umount(sup: &Sup, target: &str) -> Result<CtlReply, String> {
     let id = resolve(sup, target)?;
-    let (mp, pid) = {
+    let (mp, pid, vhost_user) = {
         let mut inner = sup.lock();
         let e = inner.mounts.get_mut(&id).ok_or("mount vanished")?;
         e.stopping = true;
         e.fuse = None;
+        e.vhost_kept = None;
         super::standby::kill_locked(e);
-        (e.p.mountpoint.clone(), e.pid)
+        (e.p.mountpoint.clone(), e.pid, e.p.vhost_user)
     };
-    detach(&mp);
+    if vhost_user {
+        // SIGTERM: the worker removes its socket file as it exits (the
+        // guest sees the device go away).
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    } else {
+        detach(&mp);
+    }
     if let Some(pid) = pid {
         wait_gone(pid, Duration::from_secs(5));
     }

@@ -41,17 +41,26 @@ impl Conn {
         &mut self,
         with_fd: impl Fn(&T) -> bool,
     ) -> io::Result<(T, Option<File>)> {
+        let (msg, mut fds) = self.recv_fds(|m: &T| usize::from(with_fd(m)))?;
+        Ok((msg, fds.pop()))
+    }
+
+    /// The next message with the `count` fds it carries (fewer if fewer came).
+    pub fn recv_fds<T: DeserializeOwned>(
+        &mut self,
+        count: impl Fn(&T) -> usize,
+    ) -> io::Result<(T, Vec<File>)> {
         loop {
             if let Some(msg) = self.frames.pop::<T>().map_err(proto_err)? {
-                let fd = if with_fd(&msg) {
-                    self.fds.pop_front()
-                } else {
-                    None
-                };
-                return Ok((msg, fd));
+                let want = count(&msg);
+                // Fewer than announced: the caller checks the count it
+                // needs (a missing fd is its error to word).
+                let want = want.min(self.fds.len());
+                return Ok((msg, self.fds.drain(..want).collect()));
             }
             let mut chunk = vec![0u8; 64 * 1024];
-            let mut fds = [-1 as RawFd; 4];
+            // Room for a vhost-user handover (socket, regions, 3 per vring).
+            let mut fds = [-1 as RawFd; nydus_protocol::handoff::MAX_VHOST_FDS];
             let (n, nfds) = self.stream.recv_with_fd(&mut chunk, &mut fds)?;
             for &fd in &fds[..nfds] {
                 // SAFETY: the kernel just installed this fd for us; we are
@@ -77,12 +86,17 @@ impl Conn {
 
 /// Sends one frame on `stream`, `fd` attached to its first byte.
 pub fn send_on<T: Serialize>(stream: &UnixStream, msg: &T, fd: Option<RawFd>) -> io::Result<()> {
+    send_fds_on(stream, msg, fd.as_slice())
+}
+
+/// Sends one frame on `stream`, all `fds` attached to its first byte.
+pub fn send_fds_on<T: Serialize>(stream: &UnixStream, msg: &T, fds: &[RawFd]) -> io::Result<()> {
     let frame = encode(msg).map_err(proto_err)?;
-    let mut sent = match fd {
-        Some(fd) => stream.send_with_fd(&frame, &[fd])?,
-        None => 0,
+    let mut sent = match fds {
+        [] => 0,
+        fds => stream.send_with_fd(&frame, fds)?,
     };
-    if fd.is_some() && sent == 0 {
+    if !fds.is_empty() && sent == 0 {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "peer closed"));
     }
     let mut w = stream;

@@ -9,6 +9,7 @@
 
 mod api;
 pub mod conn;
+mod handover;
 mod recovery;
 mod standby;
 mod table;

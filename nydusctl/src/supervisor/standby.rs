@@ -24,7 +24,14 @@ pub fn ensure(sup: &Sup, id: &str) {
         let pending_alive = e
             .standby_pending
             .is_some_and(|p| kill(Pid::from_raw(p as i32), None).is_ok());
-        if e.stopping || e.status != MountStatus::Running || e.standby.is_some() || pending_alive {
+        // A virtio-fs device cannot be taken from a dead worker (its vring
+        // indices died with it), so a standby would buy nothing.
+        if e.stopping
+            || e.p.vhost_user
+            || e.status != MountStatus::Running
+            || e.standby.is_some()
+            || pending_alive
+        {
             return;
         }
         e.p.nydusd.clone()

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Instant;
 
-use nydus_protocol::handoff::{MountInfo, MountStatus, WorkerState};
+use nydus_protocol::handoff::{MountInfo, MountStatus, VhostUserState, WorkerState};
 use serde::{Deserialize, Serialize};
 
 /// One mount and its current worker.
@@ -34,6 +34,9 @@ pub struct Entry {
     pub standby: Option<(u32, UnixStream)>,
     /// A standby started but not yet ready.
     pub standby_pending: Option<u32>,
+    /// virtio-fs: the device the old worker handed over on `Stop` (or why
+    /// it could not), kept until the successor registers.
+    pub vhost_kept: Option<Result<(VhostUserState, Vec<File>), String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +50,9 @@ pub struct Persisted {
     pub crashes: u64,
     #[serde(default)]
     pub state: Option<WorkerState>,
+    /// Served over virtio-fs: `mountpoint` is the vhost-user socket.
+    #[serde(default)]
+    pub vhost_user: bool,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -70,6 +76,7 @@ impl Entry {
             stopping: false,
             standby: None,
             standby_pending: None,
+            vhost_kept: None,
         }
     }
 
@@ -85,6 +92,7 @@ impl Entry {
             generation: self.p.generation,
             crashes: self.p.crashes,
             last_error: self.last_error.clone(),
+            vhost_user: self.p.vhost_user,
         }
     }
 }
@@ -121,4 +129,49 @@ pub fn save(path: &Path, next_id: u64, mounts: &BTreeMap<String, Entry>) -> Resu
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| format!("saving the mount table {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn persisted(vhost_user: bool) -> Persisted {
+        Persisted {
+            id: "m1".into(),
+            mountpoint: "/run/vm/vfs.sock".into(),
+            bootstrap: "/img/b".into(),
+            config: "/etc/c.json".into(),
+            nydusd: "/bin/nydusd".into(),
+            generation: 3,
+            crashes: 0,
+            state: None,
+            vhost_user,
+        }
+    }
+
+    #[test]
+    fn virtio_fs_mounts_round_trip_and_old_tables_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mounts.json");
+        let mut mounts = BTreeMap::new();
+        mounts.insert(
+            "m1".to_string(),
+            Entry::new(persisted(true), MountStatus::Running),
+        );
+        save(&path, 1, &mounts).unwrap();
+        let back = load(&path).unwrap();
+        assert!(back.mounts[0].vhost_user);
+        assert!(
+            Entry::new(back.mounts[0].clone(), MountStatus::Running)
+                .info()
+                .vhost_user
+        );
+
+        // A table written before virtio-fs mounts existed.
+        let mut v = serde_json::to_value(persisted(false)).unwrap();
+        v.as_object_mut().unwrap().remove("vhost_user");
+        let old = serde_json::json!({ "next_id": 1, "mounts": [v] });
+        std::fs::write(&path, old.to_string()).unwrap();
+        assert!(!load(&path).unwrap().mounts[0].vhost_user);
+    }
 }

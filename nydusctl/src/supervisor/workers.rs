@@ -60,10 +60,6 @@ pub fn spawn_worker_listener(sup: Arc<Sup>, l: UnixListener) -> Result<(), Strin
         .map_err(|e| format!("starting the worker listener: {e}"))
 }
 
-fn is_fd_msg(m: &WorkerMsg) -> bool {
-    m.carries_fd()
-}
-
 /// One worker connection, for its whole life.
 fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
     let mut conn = Conn::new(stream);
@@ -74,10 +70,17 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
     };
     let mut registered: Option<String> = None;
     let mut standby_pid: Option<u32> = None;
+    // A virtio-fs worker that handed its device over exits on purpose.
+    let mut handed_over = false;
     loop {
-        let (msg, fd) = match conn.recv(is_fd_msg) {
+        let (msg, mut fds) = match conn.recv_fds(WorkerMsg::fd_count) {
             Ok(m) => m,
             Err(_) => break,
+        };
+        let fd = if matches!(msg, WorkerMsg::Register { .. }) {
+            fds.pop()
+        } else {
+            None
         };
         match msg {
             WorkerMsg::Register { id, pid, state, .. } => {
@@ -104,6 +107,8 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
                     e.status = MountStatus::Running;
                 }
                 e.last_error = None;
+                // The handed-over device now lives in this worker.
+                e.vhost_kept = None;
                 let running = e.status == MountStatus::Running;
                 registered = Some(id.clone());
                 sup.persist(&inner);
@@ -121,6 +126,14 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
                         sup.persist(&inner);
                     }
                 }
+            }
+            WorkerMsg::Handover { id } => super::handover::relay(&sup, &id, &conn.stream),
+            WorkerMsg::VhostState { state } => {
+                handed_over = state.is_some();
+                super::handover::kept(&sup, registered.as_deref(), token, state, fds)
+            }
+            WorkerMsg::Error { message } => {
+                super::handover::failed(&sup, registered.as_deref(), token, message)
             }
             WorkerMsg::StandbyReady { id, pid } => {
                 standby_pid = Some(pid);
@@ -169,6 +182,9 @@ fn worker_conn(sup: Arc<Sup>, stream: UnixStream) {
     }
     e.writer = None;
     e.pid = None;
+    if handed_over {
+        return; // its successor registers on its own connection
+    }
     e.p.crashes += 1;
     // The dead worker's API socket file stays behind otherwise.
     if let Some(api) = e.p.state.as_ref().and_then(|s| s.apisock.as_ref()) {
@@ -207,7 +223,7 @@ pub enum Start {
 }
 
 pub fn spawn_worker(sup: &Sup, id: &str, start: Start, nydusd: &str) -> Result<u32, String> {
-    let (mp, bootstrap, config, generation) = {
+    let (mp, bootstrap, config, generation, vhost_user) = {
         let mut inner = sup.lock();
         let e = inner.mounts.get_mut(id).ok_or("mount vanished")?;
         e.p.generation += 1;
@@ -216,6 +232,7 @@ pub fn spawn_worker(sup: &Sup, id: &str, start: Start, nydusd: &str) -> Result<u
             e.p.bootstrap.clone(),
             e.p.config.clone(),
             e.p.generation,
+            e.p.vhost_user,
         )
     };
     let logf = sup.state_dir.join(format!("{id}.log"));
@@ -231,7 +248,7 @@ pub fn spawn_worker(sup: &Sup, id: &str, start: Start, nydusd: &str) -> Result<u
         .arg(&sup.worker_sock)
         .arg("--id")
         .arg(id)
-        .arg("--mountpoint")
+        .arg(if vhost_user { "--sock" } else { "--mountpoint" })
         .arg(&mp)
         .arg("--apisock")
         .arg(&apisock);

@@ -15,6 +15,7 @@ use nydus_protocol::handoff::{encode, MountEntry, WorkerMsg, WorkerState};
 
 use super::Conn;
 use crate::daemon::{Daemon, Event};
+use crate::virtiofs::VhostHandle;
 
 /// Everything the link needs to describe this worker.
 #[derive(Clone)]
@@ -31,6 +32,8 @@ pub struct Link {
     /// Config text by Vfs path (the parsed config cannot be turned back
     /// into the user's text, and a successor must re-parse the original).
     pub configs: HashMap<String, String>,
+    /// A virtio-fs worker's device, handed over on `Stop`.
+    pub vhost: Option<VhostHandle>,
 }
 
 /// Starts the link thread. `conn` is the successor's takeover connection,
@@ -44,7 +47,10 @@ pub fn attach(link: Link, conn: Option<Conn>) -> Result<(), String> {
 }
 
 fn run(link: Link, mut conn: Option<Conn>) {
-    wait_initialized(&link.daemon);
+    // A guest mounts whenever it likes; its INIT travels with the device.
+    if link.vhost.is_none() {
+        wait_initialized(&link.daemon);
+    }
     let mut logged = false;
     loop {
         let mut c = match conn.take() {
@@ -88,6 +94,9 @@ fn run(link: Link, mut conn: Option<Conn>) {
         loop {
             match c.recv() {
                 Ok((WorkerMsg::Stop, _)) => {
+                    if let Some(vhost) = &link.vhost {
+                        hand_over(&link, vhost, &c);
+                    }
                     log::info!("supervisor: stop (a successor serves); leaving the mount");
                     let _ = link.events.send(Event::Exit);
                     // Keep the connection open until the process exits, so
@@ -109,6 +118,29 @@ fn run(link: Link, mut conn: Option<Conn>) {
             }
         }
     }
+}
+
+/// Stops the virtio-fs device and sends it (state and fds) for the
+/// successor; a failure is sent instead, so the successor knows at once.
+fn hand_over(link: &Link, vhost: &VhostHandle, c: &Conn) {
+    let t0 = Instant::now();
+    let msg = match vhost.freeze() {
+        Ok((mut st, fds)) => {
+            st.vfs_state = vfs_snapshot(link);
+            let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            let msg = WorkerMsg::VhostState { state: Some(st) };
+            match c.send_fds(&msg, &raw) {
+                Ok(()) => {
+                    log::info!("virtio-fs device handed over after {:?}", t0.elapsed());
+                    return;
+                }
+                Err(e) => format!("sending the vhost-user device: {e}"),
+            }
+        }
+        Err(e) => e,
+    };
+    log::error!("virtio-fs handover failed: {msg}");
+    let _ = c.send(&WorkerMsg::Error { message: msg }, None);
 }
 
 /// The state is only useful once the kernel's INIT is processed (the Vfs
@@ -178,12 +210,16 @@ fn state(link: &Link) -> WorkerState {
             })
         })
         .collect();
-    st.vfs_state = match link.daemon.vfs().save_to_bytes() {
+    st.vfs_state = vfs_snapshot(link);
+    st
+}
+
+fn vfs_snapshot(link: &Link) -> String {
+    match link.daemon.vfs().save_to_bytes() {
         Ok(b) => hex::encode(b),
         Err(e) => {
             log::error!("saving the vfs snapshot: {e}");
             String::new()
         }
-    };
-    st
+    }
 }

@@ -9,6 +9,11 @@
 //!   same images at the same Vfs indices (so inode numbers are unchanged),
 //!   serves the same fd, and after a crash asks the kernel to resend what
 //!   the dead worker had read (`FUSE_NOTIFY_RESEND`).
+//! * A virtio-fs worker registers its vhost-user listener instead of a
+//!   `/dev/fuse` fd. Its successor restores the images first, then asks for
+//!   the live device (`Handover`): the supervisor stops the old worker,
+//!   which answers with the device state and fds (`VhostState`), and the
+//!   successor resumes the vrings where the old one stopped.
 
 mod conn;
 mod link;
@@ -29,6 +34,7 @@ use nydus_protocol::handoff::{WorkerMsg, WorkerState};
 use crate::cli::Cli;
 use crate::daemon::{Daemon, Event};
 use crate::instance::ConfigSource;
+use crate::virtiofs::{Handover, VhostHandle};
 
 pub use conn::Conn;
 pub use link::{attach, Link};
@@ -124,15 +130,41 @@ impl Takeover {
                 ));
             }
         }
-        let mut bytes = hex::decode(&self.state.vfs_state)
-            .map_err(|e| format!("--upgrade: state has a bad vfs snapshot: {e}"))?;
-        if !bytes.is_empty() {
-            daemon
-                .vfs()
-                .restore_from_bytes(&mut bytes)
-                .map_err(|e| format!("--upgrade: restoring the vfs snapshot: {e}"))?;
+        // A virtio-fs guest may have mounted after the state was saved:
+        // its snapshot comes with the live device (`vhost_handover`).
+        if !self.state.virtiofs {
+            restore_vfs(daemon, &self.state.vfs_state)?;
         }
         self.wait_activation()
+    }
+
+    /// virtio-fs: once restored, asks the supervisor to stop the old worker
+    /// and hand over its live vhost-user device. `None`: there is none (the
+    /// old worker died); the listener alone is served.
+    pub fn vhost_handover(&self, daemon: &Daemon) -> Result<Option<Handover>, String> {
+        let mut conn = self.conn.borrow_mut();
+        let ask = WorkerMsg::Handover {
+            id: self.state.id.clone(),
+        };
+        conn.send(&ask, None)
+            .map_err(|e| format!("--upgrade: asking for the vhost-user device: {e}"))?;
+        let _ = conn.stream().set_read_timeout(Some(TAKEOVER_TIMEOUT));
+        let got = conn.recv_fds();
+        let _ = conn.stream().set_read_timeout(None);
+        let (msg, fds) =
+            got.map_err(|e| format!("--upgrade: waiting for the vhost-user device: {e}"))?;
+        match msg {
+            WorkerMsg::VhostState { state: Some(st) } => {
+                restore_vfs(daemon, &st.vfs_state)?;
+                Ok(Some((st, fds)))
+            }
+            WorkerMsg::VhostState { state: None } => {
+                restore_vfs(daemon, &self.state.vfs_state)?;
+                Ok(None)
+            }
+            WorkerMsg::Error { message } => Err(format!("--upgrade: supervisor: {message}")),
+            other => Err(format!("--upgrade: unexpected reply {other:?}")),
+        }
     }
 
     /// A standby returns only once the supervisor activates it (the worker
@@ -189,7 +221,8 @@ impl Takeover {
     /// After a crash: have the kernel queue again what the dead worker had
     /// read but not answered. Call once threads are serving.
     pub fn resend_if_needed(&self, daemon: &Daemon, policy: &str) {
-        if !self.resend {
+        // A virtio-fs fd is a listener; there is no kernel queue to resend.
+        if !self.resend || self.state.virtiofs {
             return;
         }
         if policy == "none" {
@@ -211,18 +244,40 @@ impl Takeover {
     }
 }
 
+/// Restores the Vfs snapshot (negotiated INIT options, pseudo tree).
+fn restore_vfs(daemon: &Daemon, hexed: &str) -> Result<(), String> {
+    let mut bytes =
+        hex::decode(hexed).map_err(|e| format!("--upgrade: state has a bad vfs snapshot: {e}"))?;
+    if !bytes.is_empty() {
+        daemon
+            .vfs()
+            .restore_from_bytes(&mut bytes)
+            .map_err(|e| format!("--upgrade: restoring the vfs snapshot: {e}"))?;
+    }
+    Ok(())
+}
+
+/// What the worker serves through: the fd the supervisor keeps (the
+/// `/dev/fuse` fd, or a virtio-fs worker's listener) and, for virtio-fs,
+/// the device to hand over on `Stop`.
+pub struct Served {
+    pub fd: Option<File>,
+    pub vhost: Option<VhostHandle>,
+}
+
 /// Starts the supervisor link of a serving worker (fresh or successor).
 /// `root` is the `--bootstrap` mount of a fresh worker: its Vfs path and
 /// config.
 pub fn start_link(
     cli: &Cli,
     daemon: Arc<Daemon>,
-    fuse: Option<File>,
+    served: Served,
     events: Sender<Event>,
     root: Option<(&str, &ConfigSource)>,
     takeover: Option<Takeover>,
     start_time: i64,
 ) -> Result<(), String> {
+    let Served { fd: fuse, vhost } = served;
     let Some(supervisor) = cli.supervisor.clone() else {
         return Ok(());
     };
@@ -230,13 +285,14 @@ pub fn start_link(
         .id
         .clone()
         .ok_or("--supervisor needs --id: the mount id the supervisor knows this worker by")?;
-    let fuse = fuse.ok_or("--supervisor: no /dev/fuse fd to hand over")?;
+    let fuse = fuse.ok_or("--supervisor: no /dev/fuse fd or vhost-user listener to hand over")?;
     let mut configs = HashMap::new();
     let mut mountpoint = cli
         .mountpoint
         .as_ref()
         .and_then(|m| m.canonicalize().ok())
         .map(|m| m.display().to_string())
+        .or_else(|| cli.sock.as_ref().map(|s| s.display().to_string()))
         .unwrap_or_default();
     if let Some((path, ConfigSource::Text { text, .. })) = root {
         configs.insert(path.to_string(), text.clone());
@@ -258,6 +314,7 @@ pub fn start_link(
         apisock: cli.apisock.as_ref().map(|p| p.display().to_string()),
         log_level: cli.log_level.clone(),
         start_time,
+        virtiofs: vhost.is_some(),
         ..WorkerState::default()
     };
     attach(
@@ -269,6 +326,7 @@ pub fn start_link(
             events,
             base,
             configs,
+            vhost,
         },
         conn,
     )

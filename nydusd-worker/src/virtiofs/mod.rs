@@ -12,31 +12,60 @@
 //! The tag (`mount -t virtiofs nydus /mnt`) is not ours to set: the VMM's
 //! device advertises it (`-device vhost-user-fs-pci,tag=nydus`).
 
-mod backend;
+mod device;
+mod handover;
+mod queue;
+#[cfg(test)]
+mod tests_frontend;
 
+use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::api::Vfs;
-use vhost::vhost_user::{Error as VuError, Listener};
-use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
+use nydus_protocol::handoff::{VhostUserState, VHOST_STATE_VERSION};
+use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::daemon::Event;
 use crate::metrics::InflightTable;
-use backend::FsBackend;
+use device::{Device, SharedDevice};
+use queue::{poll_in, Serving};
 
-/// A bound vhost-user-fs socket and the thread accepting frontends on it.
+/// A bound vhost-user-fs socket and the thread serving frontends on it.
 pub struct VirtiofsService {
     sock: PathBuf,
+    shared: Arc<Shared>,
 }
+
+/// What the link of a supervised worker uses to hand the live device over.
+#[derive(Clone)]
+pub struct VhostHandle(Arc<Shared>);
+
+/// The connection a stopped service thread leaves behind.
+type Frozen = Option<(SharedDevice, UnixStream)>;
+
+struct Shared {
+    /// Written once, never read: every poller sees it from then on.
+    stop: EventFd,
+    thread: Mutex<Option<JoinHandle<Result<Frozen, String>>>>,
+    /// The socket now belongs to a successor: leave its file at exit.
+    handed_over: AtomicBool,
+}
+
+/// A device from a predecessor: the state and fds it sent.
+pub type Handover = (VhostUserState, Vec<File>);
 
 /// Binds `sock`, refusing to steal it from a live listener. A stale socket
 /// file (nobody accepts on it) is replaced; any other kind of file is left
@@ -70,8 +99,10 @@ pub fn bind(sock: &Path) -> Result<UnixListener, String> {
 }
 
 impl VirtiofsService {
-    /// Serves frontends on `listener` (from [`bind`]) until the process
-    /// exits. A listener failure is reported on `events`.
+    /// Serves frontends on `listener` (from [`bind`], or handed over) until
+    /// the process exits or the device is handed over; `handover` is a
+    /// predecessor's live connection, served first. A listener failure is
+    /// reported on `events`.
     pub fn start(
         sock: &Path,
         listener: UnixListener,
@@ -79,36 +110,65 @@ impl VirtiofsService {
         request_queues: usize,
         events: Sender<Event>,
         inflight: Arc<InflightTable>,
-    ) -> Result<Self, String> {
-        // From a std listener, so vhost does not unlink the path on drop:
-        // removal is ours, at exit.
-        let mut listener = Listener::from(listener);
-        let server = Arc::new(Server::new(vfs.clone()));
-        std::thread::Builder::new()
-            .name("vhost-accept".into())
+        handover: Option<Handover>,
+    ) -> Result<(Self, VhostHandle), String> {
+        let serving = Serving {
+            server: Arc::new(Server::new(vfs.clone())),
+            mem: GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+        };
+        let first = match handover {
+            Some((state, fds)) => {
+                let (dev, sock) = handover::restore(
+                    serving.clone(),
+                    inflight.clone(),
+                    request_queues,
+                    &state,
+                    fds,
+                )?;
+                sock.map(|s| (dev, s))
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            stop: EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?,
+            thread: Mutex::new(None),
+            handed_over: AtomicBool::new(false),
+        });
+        let stop = shared
+            .stop
+            .try_clone()
+            .map_err(|e| format!("eventfd: {e}"))?;
+        let handle = std::thread::Builder::new()
+            .name("vhost-user".into())
             .spawn(move || {
-                let why = loop {
-                    if let Err(e) = serve_one(&mut listener, &server, request_queues, &inflight) {
-                        break e;
-                    }
-                    // The next guest starts with FUSE_INIT, which the Vfs
-                    // refuses once initialised; a guest that went away
-                    // without unmounting never sent DESTROY, so do it here.
-                    // RAFS keeps no per-session state, so nothing is lost.
-                    vfs.destroy();
+                let ctx = Ctx {
+                    serving,
+                    inflight,
+                    request_queues,
+                    vfs,
+                    stop,
                 };
-                let _ = events.send(Event::FuseStopped(Some(why)));
+                let r = ctx.serve(&listener, first);
+                if let Err(why) = &r {
+                    let _ = events.send(Event::FuseStopped(Some(why.clone())));
+                }
+                r
             })
             .map_err(|e| format!("starting the vhost-user thread: {e}"))?;
-        Ok(VirtiofsService {
-            sock: sock.to_path_buf(),
-        })
+        *shared.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok((
+            VirtiofsService {
+                sock: sock.to_path_buf(),
+                shared: shared.clone(),
+            },
+            VhostHandle(shared),
+        ))
     }
 
     /// Ends the service on the main loop's `event` (every event ends it:
     /// there is no mount to leave behind) and gives the exit code. Removes
-    /// the socket file so no VMM dials a dead daemon; the threads end with
-    /// the process.
+    /// the socket file so no VMM dials a dead daemon, unless a successor
+    /// serves it now; the threads end with the process.
     pub fn stop(self, event: Event) -> ExitCode {
         let code = match event {
             Event::FuseStopped(Some(e)) => {
@@ -120,6 +180,9 @@ impl VirtiofsService {
                 ExitCode::SUCCESS
             }
         };
+        if self.shared.handed_over.load(Ordering::SeqCst) {
+            return code;
+        }
         if let Err(e) = std::fs::remove_file(&self.sock) {
             if e.kind() != ErrorKind::NotFound {
                 log::warn!("removing {}: {e}", self.sock.display());
@@ -129,48 +192,149 @@ impl VirtiofsService {
     }
 }
 
-/// Accepts one frontend and serves it until it disconnects. `Err` only when
-/// the listener itself failed (the daemon cannot go on).
-fn serve_one(
-    listener: &mut Listener,
-    server: &Arc<Server<Arc<Vfs>>>,
+impl VhostHandle {
+    /// Stops serving between two vhost-user messages (nothing half read
+    /// stays buffered here), stops every ring after the chain in hand, and
+    /// describes the device with its fds for a successor. Once only.
+    pub fn freeze(&self) -> Result<Handover, String> {
+        let sh = &self.0;
+        sh.stop
+            .write(1)
+            .map_err(|e| format!("stopping the vhost-user thread: {e}"))?;
+        let handle = sh
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or("the virtio-fs device was already handed over")?;
+        let frozen = handle
+            .join()
+            .map_err(|_| "the vhost-user thread panicked".to_string())??;
+        sh.handed_over.store(true, Ordering::SeqCst);
+        match frozen {
+            Some((dev, stream)) => {
+                let mut dev = dev.lock().unwrap_or_else(|e| e.into_inner());
+                handover::capture(&mut dev, Some(&stream))
+            }
+            None => Ok((
+                VhostUserState {
+                    version: VHOST_STATE_VERSION,
+                    ..VhostUserState::default()
+                },
+                Vec::new(),
+            )),
+        }
+    }
+}
+
+struct Ctx {
+    serving: Serving,
+    inflight: Arc<InflightTable>,
     request_queues: usize,
-    inflight: &Arc<InflightTable>,
-) -> Result<(), String> {
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let backend = Arc::new(
-        FsBackend::new(server.clone(), mem.clone(), request_queues, inflight)
-            .map_err(|e| format!("virtio-fs device: {e}"))?,
-    );
-    let mut daemon = VhostUserDaemon::new("vhost-fs".into(), backend.clone(), mem)
-        .map_err(|e| format!("virtio-fs device: {e}"))?;
-    match daemon.start(listener) {
-        Ok(()) => {}
-        Err(DaemonError::CreateBackendListener(e)) => {
-            backend.stop_threads();
-            return Err(format!("accepting on the vhost-user socket: {e}"));
-        }
-        Err(e) => {
-            // Could not start the request thread for this frontend; the
-            // next one may fare better.
-            log::error!("virtio-fs: frontend rejected: {e}");
-            backend.stop_threads();
-            return Ok(());
+    vfs: Arc<Vfs>,
+    stop: EventFd,
+}
+
+/// How one frontend connection ended.
+enum ConnEnd {
+    /// The frontend went away.
+    Gone,
+    /// A handover stopped us; the connection stays open for the successor.
+    Stopped,
+}
+
+impl Ctx {
+    /// Serves `first`, then one frontend at a time from `listener`. `Ok`
+    /// with the live connection when stopped; `Err` only when the listener
+    /// failed (the daemon cannot go on).
+    fn serve(
+        &self,
+        listener: &UnixListener,
+        mut first: Option<(Device, UnixStream)>,
+    ) -> Result<Frozen, String> {
+        loop {
+            let (dev, stream) = match first.take() {
+                Some(c) => c,
+                None => {
+                    let ready = poll_in(&[listener.as_raw_fd(), self.stop.as_raw_fd()])
+                        .map_err(|e| format!("waiting on the vhost-user socket: {e}"))?;
+                    if ready[1] {
+                        return Ok(None);
+                    }
+                    if !ready[0] {
+                        continue;
+                    }
+                    let (s, _) = listener
+                        .accept()
+                        .map_err(|e| format!("accepting on the vhost-user socket: {e}"))?;
+                    log::info!("virtio-fs: frontend connected");
+                    let dev = Device::new(
+                        self.serving.clone(),
+                        self.inflight.clone(),
+                        self.request_queues,
+                    );
+                    (dev, s)
+                }
+            };
+            let dev = Arc::new(Mutex::new(dev));
+            match self.serve_conn(&dev, &stream) {
+                ConnEnd::Stopped => return Ok(Some((dev, stream))),
+                ConnEnd::Gone => {
+                    // The rings of this connection stop; a request they are
+                    // answering finishes first.
+                    dev.lock().unwrap_or_else(|e| e.into_inner()).stop_all();
+                    // The next guest starts with FUSE_INIT, which the Vfs
+                    // refuses once initialised; a guest that went away
+                    // without unmounting never sent DESTROY, so do it here.
+                    // RAFS keeps no per-session state, so nothing is lost.
+                    self.vfs.destroy();
+                    log::info!("virtio-fs: frontend disconnected; waiting for the next one");
+                }
+            }
         }
     }
-    log::info!("virtio-fs: frontend connected");
-    match daemon.wait() {
-        Ok(())
-        | Err(DaemonError::HandleRequest(VuError::Disconnected))
-        | Err(DaemonError::HandleRequest(VuError::PartialMessage)) => {
-            log::info!("virtio-fs: frontend disconnected; waiting for the next one");
+
+    fn serve_conn(&self, dev: &SharedDevice, stream: &UnixStream) -> ConnEnd {
+        let sock = match stream.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("virtio-fs: dup of the frontend socket: {e}");
+                return ConnEnd::Gone;
+            }
+        };
+        let mut handler = BackendReqHandler::from_stream(sock, dev.clone());
+        loop {
+            // Only between messages: a handover must not leave part of one
+            // read here and the rest for the successor.
+            match poll_in(&[stream.as_raw_fd(), self.stop.as_raw_fd()]) {
+                Ok(r) if r[1] => return ConnEnd::Stopped,
+                Ok(r) if !r[0] => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    log::error!("virtio-fs: waiting on the frontend socket: {e}");
+                    return ConnEnd::Gone;
+                }
+            }
+            match handler.handle_request() {
+                Ok(()) => {}
+                Err(VuError::Disconnected | VuError::PartialMessage | VuError::SocketBroken(_)) => {
+                    return ConnEnd::Gone
+                }
+                // The message was read whole; the device refused it.
+                Err(
+                    e @ (VuError::ReqHandlerError(_)
+                    | VuError::InvalidOperation(_)
+                    | VuError::InvalidParam
+                    | VuError::InactiveFeature(_)
+                    | VuError::InactiveOperation(_)),
+                ) => log::warn!("virtio-fs: frontend request refused: {e}"),
+                Err(e) => {
+                    log::warn!("virtio-fs: frontend connection ended: {e}");
+                    return ConnEnd::Gone;
+                }
+            }
         }
-        Err(e) => log::warn!("virtio-fs: frontend connection ended: {e}; waiting for the next one"),
     }
-    // The vring threads of this connection go away; a request they are
-    // answering finishes first (the guest memory mapping outlives them).
-    backend.stop_threads();
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,10 +6,17 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CtlRequest {
     /// Start a worker serving `bootstrap` at `mountpoint` (absolute paths).
+    /// With `vhost_user`, `mountpoint` is the vhost-user-fs socket the
+    /// worker creates for a VMM (virtio-fs) instead of a FUSE directory.
     Mount {
         mountpoint: String,
         bootstrap: String,
         config: String,
+        #[serde(default)]
+        vhost_user: bool,
+        /// The mount id to use instead of the next `mN`.
+        #[serde(default)]
+        id: Option<String>,
     },
     /// Unmount and stop the worker; `target` is a mount id or mountpoint.
     Umount {
@@ -58,6 +65,9 @@ pub struct MountInfo {
     /// Why the mount is failing, if it is.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Served over virtio-fs: `mountpoint` is the vhost-user socket.
+    #[serde(default)]
+    pub vhost_user: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

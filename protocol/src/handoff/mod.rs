@@ -16,10 +16,14 @@ mod ctl;
 mod frame;
 #[cfg(test)]
 mod tests;
+mod vhost;
 
 pub use ctl::{CtlReply, CtlRequest, MountInfo, MountStatus};
 pub use frame::{
     decode_frame, encode_frame, FrameError, FrameReader, HEADER_LEN, MAGIC, MAX_BODY, VERSION,
+};
+pub use vhost::{
+    MemRegionState, VhostUserState, VringHandover, MAX_VHOST_FDS, VHOST_STATE_VERSION,
 };
 
 use serde::{Deserialize, Serialize};
@@ -62,6 +66,10 @@ pub struct WorkerState {
     /// The first worker's start time: files whose mtime is 0 report it, so a
     /// successor must keep it to answer identically.
     pub start_time: i64,
+    /// A virtio-fs worker: `mountpoint` is its vhost-user socket and the
+    /// fd handed around is the socket's listener, not `/dev/fuse`.
+    #[serde(default)]
+    pub virtiofs: bool,
 }
 
 /// The negotiated FUSE INIT options.
@@ -110,6 +118,14 @@ pub enum WorkerMsg {
     Stop,
     /// Worker → supervisor: stopped; exiting now.
     Stopped,
+    /// Successor of a virtio-fs worker → supervisor: restored; stop the
+    /// old worker and hand me its live vhost-user connection.
+    Handover { id: String },
+    /// Old virtio-fs worker → supervisor (its answer to `Stop`), then
+    /// supervisor → successor: the connection state with its fds
+    /// ([`VhostUserState::fd_count`]). `None` to the successor: no live
+    /// worker to take it from (after a crash): serve the listener only.
+    VhostState { state: Option<VhostUserState> },
     /// Either way: the request cannot be served.
     Error { message: String },
 }
@@ -117,7 +133,16 @@ pub enum WorkerMsg {
 impl WorkerMsg {
     /// Whether an fd travels with this message.
     pub fn carries_fd(&self) -> bool {
-        matches!(self, WorkerMsg::Register { .. } | WorkerMsg::Restore { .. })
+        self.fd_count() > 0
+    }
+
+    /// How many fds travel with this message (in one SCM_RIGHTS batch).
+    pub fn fd_count(&self) -> usize {
+        match self {
+            WorkerMsg::Register { .. } | WorkerMsg::Restore { .. } => 1,
+            WorkerMsg::VhostState { state: Some(s) } => s.fd_count(),
+            _ => 0,
+        }
     }
 }
 

@@ -20,6 +20,39 @@ fn state() -> WorkerState {
         apisock: Some("/run/nydus/m1.sock".into()),
         log_level: "info".into(),
         start_time: 1_700_000_000,
+        virtiofs: false,
+    }
+}
+
+fn vhost_state() -> VhostUserState {
+    VhostUserState {
+        version: VHOST_STATE_VERSION,
+        acked_features: 1 << 32,
+        acked_protocol_features: 1,
+        connected: true,
+        regions: vec![MemRegionState {
+            guest_phys_addr: 0,
+            memory_size: 1 << 30,
+            userspace_addr: 0x7f00_0000_0000,
+            mmap_offset: 0,
+        }],
+        vrings: vec![
+            VringHandover {
+                num: 1024,
+                next_avail: 7,
+                next_used: 7,
+                kick: true,
+                call: true,
+                ..VringHandover::default()
+            },
+            VringHandover {
+                kick: true,
+                call: true,
+                err: true,
+                ..VringHandover::default()
+            },
+        ],
+        vfs_state: "00".into(),
     }
 }
 
@@ -52,6 +85,11 @@ fn roundtrip_every_worker_message() {
         WorkerMsg::Error {
             message: "x".into(),
         },
+        WorkerMsg::Handover { id: "m1".into() },
+        WorkerMsg::VhostState {
+            state: Some(vhost_state()),
+        },
+        WorkerMsg::VhostState { state: None },
     ];
     for m in msgs {
         let frame = encode(&m).unwrap();
@@ -65,6 +103,25 @@ fn roundtrip_every_worker_message() {
     }
     .carries_fd());
     assert!(!WorkerMsg::Stop.carries_fd());
+    // Socket, one region, then kick+call and kick+call+err.
+    let with = WorkerMsg::VhostState {
+        state: Some(vhost_state()),
+    };
+    assert_eq!(with.fd_count(), 7);
+    assert_eq!(WorkerMsg::VhostState { state: None }.fd_count(), 0);
+}
+
+#[test]
+fn older_tables_and_requests_read_without_the_virtio_fs_fields() {
+    let mut v = serde_json::to_value(state()).unwrap();
+    v.as_object_mut().unwrap().remove("virtiofs");
+    let st: WorkerState = serde_json::from_value(v).unwrap();
+    assert!(!st.virtiofs);
+    let body = br#"{"type":"mount","mountpoint":"/m","bootstrap":"/b","config":"/c"}"#;
+    match decode_body::<CtlRequest>(body).unwrap() {
+        CtlRequest::Mount { vhost_user, .. } => assert!(!vhost_user),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -128,6 +128,35 @@ impl Supervisor {
         (String::from_utf8_lossy(&out.stdout).trim().to_string(), mp)
     }
 
+    /// `nydusctl mount --vhost-user-sock --id vm-NAME`; returns the id
+    /// (checked to be the one asked for) and the socket.
+    pub fn mount_vhost(&mut self, fx: &Fixture, name: &str) -> (String, PathBuf) {
+        let sock = self.dir.path().join(format!("vfs-{name}.sock"));
+        let cfg = config_for(fx, self.dir.path(), name);
+        let id = format!("vm-{name}");
+        let out = self.ctl(&[
+            "mount",
+            "--bootstrap",
+            fx.bootstrap.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--id",
+            &id,
+            "--vhost-user-sock",
+            sock.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "mount --vhost-user-sock failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            sock,
+        )
+    }
+
     pub fn list(&self) -> Vec<serde_json::Value> {
         let out = self.ctl(&["list", "--json"]);
         assert!(
