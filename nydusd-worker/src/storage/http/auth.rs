@@ -16,11 +16,18 @@ use super::conn::{Conn, Req};
 use super::metrics::Counters;
 use super::range::Bad;
 
-/// A token this close to expiry is renewed before it is used.
+/// A token this close to expiry is renewed before it is used...
 const RENEW_MARGIN: Duration = Duration::from_secs(20);
 /// Token lifetime when the server does not say (upstream's default).
 const DEFAULT_TTL: u64 = 600;
 const MAX_TTL: u64 = 7 * 24 * 3600;
+
+/// ...or after 3/4 of its life when it lives less than 4 margins: a
+/// token shorter-lived than the margin would otherwise be renewed before
+/// every single request.
+fn renew_after(ttl: Duration) -> Duration {
+    ttl - RENEW_MARGIN.min(ttl / 4)
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Challenge {
@@ -82,8 +89,8 @@ struct State {
     /// tell whether someone already renewed the credentials.
     generation: u64,
     header: Option<Secret>,
-    /// The Bearer challenge and expiry of the current token, if it is one
-    /// we fetched (a configured `registry_token` has neither).
+    /// The Bearer challenge and renewal time of the current token, if it
+    /// is one we fetched (a configured `registry_token` has neither).
     bearer: Option<(Challenge, Instant)>,
     basic_sent: bool,
 }
@@ -150,9 +157,7 @@ impl RegistryAuth {
         let expiring = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.bearer {
-                Some((c, exp)) if *exp <= Instant::now() + RENEW_MARGIN => {
-                    Some((c.clone(), st.generation))
-                }
+                Some((c, renew)) if *renew <= Instant::now() => Some((c.clone(), st.generation)),
                 _ => None,
             }
         };
@@ -183,7 +188,7 @@ impl RegistryAuth {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
         st.generation += 1;
         st.header = Some(Secret::new(format!("Bearer {}", token.expose())));
-        st.bearer = Some((challenge, Instant::now() + ttl));
+        st.bearer = Some((challenge, Instant::now() + renew_after(ttl)));
         st.basic_sent = false;
     }
 
@@ -351,6 +356,15 @@ fn parse_token(r: Response) -> Result<(Secret, Duration), Bad> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewal_leaves_short_tokens_most_of_their_life() {
+        let s = Duration::from_secs;
+        assert_eq!(renew_after(s(300)), s(280));
+        assert_eq!(renew_after(s(80)), s(60));
+        assert_eq!(renew_after(s(4)), s(3));
+        assert_eq!(renew_after(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn challenges() {

@@ -315,6 +315,54 @@ fn bearer_token_fetched_once_renewed_on_401_and_replaced_by_set_auth() {
 }
 
 #[test]
+fn short_lived_token_is_renewed_once_per_lifetime_not_per_request() {
+    let port = Arc::new(AtomicUsize::new(0));
+    let p2 = port.clone();
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let t2 = tokens.clone();
+    let s = Server::start(move |req, _| {
+        if req.path.starts_with("/token") {
+            let n = t2.fetch_add(1, Ordering::SeqCst) + 1;
+            let body = format!("{{\"token\":\"tok{n}\",\"expires_in\":2}}");
+            return answer(
+                "200 OK",
+                &[("Content-Length", body.len().to_string())],
+                body.as_bytes(),
+            );
+        }
+        if req.auth.is_none() {
+            let realm = format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"reg\"",
+                p2.load(Ordering::SeqCst)
+            );
+            let h = ("WWW-Authenticate", realm);
+            return answer(
+                "401 Unauthorized",
+                &[h, ("Content-Length", "0".into())],
+                b"",
+            );
+        }
+        partial(req)
+    });
+    port.store(s.port.into(), Ordering::SeqCst);
+    let b = registry(s.port, None);
+    let mut buf = [0u8; 4];
+    for off in 0..8 {
+        assert_eq!(b.read_at(ID, off, &mut buf).unwrap(), 4);
+    }
+    // A 2 s token is younger than the 20 s renewal margin, yet it is used
+    // for the reads of its first 1.5 s rather than renewed before each.
+    assert_eq!(tokens.load(Ordering::SeqCst), 1);
+    std::thread::sleep(Duration::from_millis(1600));
+    for off in 0..4 {
+        assert_eq!(b.read_at(ID, off, &mut buf).unwrap(), 4);
+    }
+    assert_eq!(tokens.load(Ordering::SeqCst), 2);
+    let last = s.seen().last().and_then(|r| r.auth.clone());
+    assert_eq!(last.as_deref(), Some("Bearer tok2"));
+}
+
+#[test]
 fn wrong_credentials_are_one_permanent_error() {
     let s = Server::start(|_, _| {
         let h = ("WWW-Authenticate", "Basic realm=\"r\"".to_string());
