@@ -217,6 +217,11 @@ pub struct DeviceData {
 }
 
 impl DeviceData {
+    /// See `BlobDevice::set_backend_auth`.
+    pub fn set_backend_auth(&self, auth: Option<nydus_protocol::config::Secret>) -> io::Result<()> {
+        self.device.set_backend_auth(auth)
+    }
+
     pub fn prefetch(&self, chunks: &[ChunkRef]) -> io::Result<()> {
         self.device.prefetch(chunks)
     }

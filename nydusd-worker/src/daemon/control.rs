@@ -147,6 +147,60 @@ impl DaemonControl for Daemon {
     fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    fn set_config(&self, id: Option<&str>, key: &str, value: &str) -> Result<(), ApiError> {
+        match key {
+            "registry_auth" => self.set_registry_auth(id, value),
+            // The proxy client is built once per backend; swapping it at
+            // run time is not done (upstream only stores the value too).
+            _ => Err(ApiError::unsupported(&format!(
+                "setting {key} at run time (change it in the config and remount)"
+            ))),
+        }
+    }
+}
+
+impl Daemon {
+    /// `registry_auth` for the instance at mountpoint `id`, or for every
+    /// instance with a registry backend when there is no `id`. The value
+    /// is base64 of `user:password` (empty: anonymous) and never appears
+    /// in a message.
+    fn set_registry_auth(&self, id: Option<&str>, value: &str) -> Result<(), ApiError> {
+        let auth =
+            (!value.trim().is_empty()).then(|| nydus_protocol::config::Secret::new(value.trim()));
+        let mounts = lock(&self.mounts);
+        let targets: Vec<(&String, &super::MountRecord)> = match id {
+            Some(id) => {
+                let path = super::normalize_vfs_path(id).map_err(ApiError::bad_request)?;
+                let (path, rec) = mounts.get_key_value(&path).ok_or_else(|| {
+                    ApiError::not_found(format!("mountpoint {path} doesn't exist"))
+                })?;
+                vec![(path, rec)]
+            }
+            None => mounts.iter().collect(),
+        };
+        let mut applied = 0;
+        let mut refused = None;
+        for (path, rec) in targets {
+            match rec.device.set_backend_auth(auth.clone()) {
+                Ok(()) => {
+                    applied += 1;
+                    log::info!("mountpoint {path}: new registry_auth from the API");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    return Err(ApiError::bad_request(format!("registry_auth: {e}")))
+                }
+                Err(e) => refused = Some(format!("mountpoint {path}: {e}")),
+            }
+        }
+        match (applied, refused) {
+            (0, Some(why)) => Err(ApiError::bad_request(format!("registry_auth: {why}"))),
+            (0, None) => Err(ApiError::not_found(
+                "registry_auth: no instance is mounted".to_string(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,8 @@ pub struct MountRecord {
     pub cancel_prefetch: Arc<AtomicBool>,
     /// To walk the image when invalidating the kernel's caches of it.
     pub reader: Arc<dyn Reader>,
+    /// Its blob device, for run-time backend settings (`PUT /api/v1/config`).
+    pub device: Arc<instance::DeviceData>,
 }
 
 pub struct Daemon {
@@ -310,7 +312,7 @@ impl Daemon {
         instance::start_prefetch(
             path,
             reader.clone(),
-            device,
+            device.clone(),
             &parsed,
             prefetch_files.clone(),
             cancel.clone(),
@@ -323,6 +325,7 @@ impl Daemon {
             mounted_at: SystemTime::now(),
             cancel_prefetch: cancel,
             reader,
+            device,
         };
         let old = mounts.insert(path.to_string(), record);
         if let Some(old) = &old {

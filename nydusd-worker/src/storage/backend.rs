@@ -32,7 +32,6 @@ pub trait Backend: Send + Sync {
 
     /// New registry credentials at run time (`PUT /api/v1/config` key
     /// `registry_auth`): base64 of `user:password`, `None` for anonymous.
-    #[allow(dead_code)] // for the config API to call
     fn set_auth(&self, _auth: Option<nydus_protocol::config::Secret>) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,

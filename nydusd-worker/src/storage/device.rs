@@ -271,6 +271,12 @@ impl BlobDevice {
         Ok(())
     }
 
+    /// New registry credentials for the backend (`PUT /api/v1/config`
+    /// `registry_auth`); an error for backends without them.
+    pub fn set_backend_auth(&self, auth: Option<nydus_protocol::config::Secret>) -> io::Result<()> {
+        self.backend.set_auth(auth)
+    }
+
     /// `GET /api/v1/metrics/backend`.
     pub fn backend_metrics(&self) -> BackendMetrics {
         let mut m = self.metrics.backend(self.backend.kind());
