@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use nydus_e2e::secrets::Exposed;
 use nydus_e2e::servers::{
     assert_fixture, backend_metrics, fixture, full_log, mount_fixture, pick_file, Nginx, Registry,
     RegistryOpts,
@@ -13,6 +14,9 @@ use nydus_e2e::servers::{
 use serde_json::json;
 
 const REPO: &str = "e2e/proxied";
+/// Credentials in the proxy URL (nginx ignores them): they are secret
+/// like any other.
+const PROXY_PASS: &str = "Proxy-Pa55-never-shown";
 
 fn config(r: &Registry, ngx: &Nginx, fallback: bool) -> serde_json::Value {
     let proxy = format!("http://127.0.0.1:{}", ngx.port);
@@ -23,7 +27,7 @@ fn config(r: &Registry, ngx: &Nginx, fallback: bool) -> serde_json::Value {
         "timeout": 5,
         "connect_timeout": 2,
         "proxy": {
-            "url": proxy,
+            "url": format!("http://p2p:{PROXY_PASS}@127.0.0.1:{}", ngx.port),
             "ping_url": format!("{proxy}/server/ping"),
             "check_interval": 1,
             "fallback": fallback,
@@ -81,6 +85,9 @@ fn proxy_fallback_while_down_and_back_when_healthy() {
     assert!(http["proxy_unhealthy"].as_u64() >= Some(1), "{m}");
     assert_eq!(http["proxy_healthy"], true, "{m}");
     assert_fixture(&fx, &d, "registry through nginx");
+    let mut exposed = Exposed::new();
+    exposed.daemon("proxy fallback", &d, &tmp.join("api.sock"));
+    exposed.assert_none(&[PROXY_PASS]);
 }
 
 #[test]
@@ -108,4 +115,7 @@ fn dead_proxy_without_fallback_is_eio() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_fixture(&fx, &d, "registry through nginx, no fallback");
+    let mut exposed = Exposed::new();
+    exposed.daemon("proxy without fallback", &d, &t.path().join("m/api.sock"));
+    exposed.assert_none(&[PROXY_PASS]);
 }
