@@ -29,6 +29,13 @@ fn renew_after(ttl: Duration) -> Duration {
     ttl - RENEW_MARGIN.min(ttl / 4)
 }
 
+/// After the `n`-th failed renewal in a row the next try waits 5 s, 10 s,
+/// ... up to 10 min (like upstream), so a dead token server costs one
+/// try per back-off, not one per request.
+fn renew_backoff(n: u32) -> Duration {
+    Duration::from_secs((5u64 << n.min(7)).min(600))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Challenge {
     pub(crate) realm: String,
@@ -92,6 +99,8 @@ struct State {
     /// The Bearer challenge and renewal time of the current token, if it
     /// is one we fetched (a configured `registry_token` has neither).
     bearer: Option<(Challenge, Instant)>,
+    /// Renewals of the current token that failed in a row.
+    renew_failures: u32,
     basic_sent: bool,
 }
 
@@ -131,6 +140,7 @@ impl RegistryAuth {
                 generation: 0,
                 header: token.map(|t| Secret::new(format!("Bearer {}", t.expose().trim()))),
                 bearer: None,
+                renew_failures: 0,
                 basic_sent: false,
             }),
             negotiating: Mutex::new(()),
@@ -147,6 +157,7 @@ impl RegistryAuth {
         st.generation += 1;
         st.header = None;
         st.bearer = None;
+        st.renew_failures = 0;
         st.basic_sent = false;
         log::info!("registry credentials replaced");
     }
@@ -163,17 +174,22 @@ impl RegistryAuth {
         };
         if let Some((challenge, generation)) = expiring {
             let _n = self.negotiating.lock().unwrap_or_else(|e| e.into_inner());
-            let current = self
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .generation;
-            if current == generation {
+            // Someone else may have renewed, or failed and set a back-off,
+            // while this thread waited for the lock.
+            let due = {
+                let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+                st.generation == generation
+                    && st
+                        .bearer
+                        .as_ref()
+                        .is_some_and(|(_, r)| *r <= Instant::now())
+            };
+            if due {
                 // On failure keep the old token: the registry decides with
                 // a 401, which starts the full flow.
                 match self.fetch_token(conn, &challenge) {
                     Ok((tok, ttl)) => self.store_bearer(&tok, challenge, ttl),
-                    Err(e) => log::warn!("registry token renewal failed: {}", e.message),
+                    Err(e) => self.renewal_failed(&e.message),
                 }
             }
         }
@@ -186,10 +202,31 @@ impl RegistryAuth {
 
     fn store_bearer(&self, token: &Secret, challenge: Challenge, ttl: Duration) {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if st.renew_failures > 0 {
+            log::info!("registry token renewed again");
+        }
         st.generation += 1;
         st.header = Some(Secret::new(format!("Bearer {}", token.expose())));
         st.bearer = Some((challenge, Instant::now() + renew_after(ttl)));
+        st.renew_failures = 0;
         st.basic_sent = false;
+    }
+
+    /// Keeps the current token (the registry decides, with a 401 that
+    /// starts the full flow) and tries again after a back-off; said once.
+    fn renewal_failed(&self, why: &str) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let n = st.renew_failures;
+        st.renew_failures = n.saturating_add(1);
+        let wait = renew_backoff(n);
+        if let Some((_, renew)) = &mut st.bearer {
+            *renew = Instant::now() + wait;
+        }
+        if n == 0 {
+            log::warn!("registry token renewal failed: {why}; trying again in {wait:?}");
+        } else {
+            log::debug!("registry token renewal failed again: {why}; next try in {wait:?}");
+        }
     }
 
     /// The registry answered 401 to a request sent with generation `used`.
@@ -256,6 +293,7 @@ impl RegistryAuth {
         st.generation += 1;
         st.header = header;
         st.bearer = None;
+        st.renew_failures = 0;
         st.basic_sent = basic_sent;
     }
 
@@ -364,6 +402,11 @@ mod tests {
         assert_eq!(renew_after(s(80)), s(60));
         assert_eq!(renew_after(s(4)), s(3));
         assert_eq!(renew_after(Duration::ZERO), Duration::ZERO);
+        assert_eq!(renew_backoff(0), s(5));
+        assert_eq!(renew_backoff(1), s(10));
+        assert_eq!(renew_backoff(6), s(320));
+        assert_eq!(renew_backoff(7), s(600));
+        assert_eq!(renew_backoff(u32::MAX), s(600));
     }
 
     #[test]

@@ -363,6 +363,54 @@ fn short_lived_token_is_renewed_once_per_lifetime_not_per_request() {
 }
 
 #[test]
+fn failed_renewal_backs_off_instead_of_retrying_every_request() {
+    let port = Arc::new(AtomicUsize::new(0));
+    let p2 = port.clone();
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let t2 = tokens.clone();
+    let s = Server::start(move |req, _| {
+        if req.path.starts_with("/token") {
+            // One 2 s token, then the token server is broken.
+            if t2.fetch_add(1, Ordering::SeqCst) > 0 {
+                return answer("500 Broken", &[("Content-Length", "0".into())], b"");
+            }
+            let body = "{\"token\":\"tok1\",\"expires_in\":2}";
+            return answer(
+                "200 OK",
+                &[("Content-Length", body.len().to_string())],
+                body.as_bytes(),
+            );
+        }
+        // Like a registry's leeway: the old token still works.
+        if req.auth.as_deref() != Some("Bearer tok1") {
+            let realm = format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"reg\"",
+                p2.load(Ordering::SeqCst)
+            );
+            let h = ("WWW-Authenticate", realm);
+            return answer(
+                "401 Unauthorized",
+                &[h, ("Content-Length", "0".into())],
+                b"",
+            );
+        }
+        partial(req)
+    });
+    port.store(s.port.into(), Ordering::SeqCst);
+    let b = registry(s.port, None);
+    let mut buf = [0u8; 4];
+    assert_eq!(b.read_at(ID, 0, &mut buf).unwrap(), 4);
+    assert_eq!(tokens.load(Ordering::SeqCst), 1);
+    std::thread::sleep(Duration::from_millis(1600));
+    for off in 0..20 {
+        assert_eq!(b.read_at(ID, off, &mut buf).unwrap(), 4);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One renewal try (POST, then GET), then a back-off of 5 s.
+    assert_eq!(tokens.load(Ordering::SeqCst), 3);
+}
+
+#[test]
 fn wrong_credentials_are_one_permanent_error() {
     let s = Server::start(|_, _| {
         let h = ("WWW-Authenticate", "Basic realm=\"r\"".to_string());
