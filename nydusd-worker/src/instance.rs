@@ -217,9 +217,9 @@ pub struct DeviceData {
 }
 
 impl DeviceData {
-    /// See `BlobDevice::set_backend_auth`.
-    pub fn set_backend_auth(&self, auth: Option<nydus_protocol::config::Secret>) -> io::Result<()> {
-        self.device.set_backend_auth(auth)
+    /// The backend, for run-time settings (`PUT /api/v1/config`).
+    pub fn backend(&self) -> &dyn crate::storage::Backend {
+        self.device.backend()
     }
 
     pub fn prefetch(&self, chunks: &[ChunkRef]) -> io::Result<()> {

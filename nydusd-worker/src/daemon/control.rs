@@ -5,9 +5,12 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
+use nydus_protocol::config::Secret;
+
 use super::{lock, ConfigSource, Daemon, Event};
 use crate::api::{ApiError, DaemonControl};
 use crate::metrics::Metrics;
+use crate::storage::Backend;
 
 impl Daemon {
     fn mounts_json(&self) -> Value {
@@ -149,10 +152,13 @@ impl DaemonControl for Daemon {
     }
 
     fn set_config(&self, id: Option<&str>, key: &str, value: &str) -> Result<(), ApiError> {
+        let value = Secret::new(value.trim());
         match key {
-            "registry_auth" => self.set_registry_auth(id, value),
-            // The proxy client is built once per backend; swapping it at
-            // run time is not done (upstream only stores the value too).
+            "registry_auth" => {
+                let auth = (!value.is_empty()).then(|| value.clone());
+                self.each_backend(id, key, |b| b.set_auth(auth.clone()))
+            }
+            "proxy_url" => self.each_backend(id, key, |b| b.set_proxy_url(&value)),
             _ => Err(ApiError::unsupported(&format!(
                 "setting {key} at run time (change it in the config and remount)"
             ))),
@@ -161,13 +167,16 @@ impl DaemonControl for Daemon {
 }
 
 impl Daemon {
-    /// `registry_auth` for the instance at mountpoint `id`, or for every
-    /// instance with a registry backend when there is no `id`. The value
-    /// is base64 of `user:password` (empty: anonymous) and never appears
-    /// in a message.
-    fn set_registry_auth(&self, id: Option<&str>, value: &str) -> Result<(), ApiError> {
-        let auth =
-            (!value.trim().is_empty()).then(|| nydus_protocol::config::Secret::new(value.trim()));
+    /// Applies `set` to the backend of the instance at mountpoint `id`, or
+    /// of every instance when there is no `id` (those whose backend has no
+    /// such setting are skipped). Values may be secrets (registry_auth,
+    /// a proxy URL with credentials): no message shows them.
+    fn each_backend(
+        &self,
+        id: Option<&str>,
+        key: &str,
+        set: impl Fn(&dyn Backend) -> std::io::Result<()>,
+    ) -> Result<(), ApiError> {
         let mounts = lock(&self.mounts);
         let targets: Vec<(&String, &super::MountRecord)> = match id {
             Some(id) => {
@@ -182,22 +191,22 @@ impl Daemon {
         let mut applied = 0;
         let mut refused = None;
         for (path, rec) in targets {
-            match rec.device.set_backend_auth(auth.clone()) {
+            match set(rec.device.backend()) {
                 Ok(()) => {
                     applied += 1;
-                    log::info!("mountpoint {path}: new registry_auth from the API");
+                    log::info!("mountpoint {path}: new {key} from the API");
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-                    return Err(ApiError::bad_request(format!("registry_auth: {e}")))
+                    return Err(ApiError::bad_request(format!("{key}: {e}")))
                 }
                 Err(e) => refused = Some(format!("mountpoint {path}: {e}")),
             }
         }
         match (applied, refused) {
-            (0, Some(why)) => Err(ApiError::bad_request(format!("registry_auth: {why}"))),
-            (0, None) => Err(ApiError::not_found(
-                "registry_auth: no instance is mounted".to_string(),
-            )),
+            (0, Some(why)) => Err(ApiError::bad_request(format!("{key}: {why}"))),
+            (0, None) => Err(ApiError::not_found(format!(
+                "{key}: no instance is mounted"
+            ))),
             _ => Ok(()),
         }
     }

@@ -38,6 +38,15 @@ pub trait Backend: Send + Sync {
             format!("the {} backend has no registry credentials", self.kind()),
         ))
     }
+
+    /// A new P2P proxy URL at run time (`PUT /api/v1/config` key
+    /// `proxy_url`; empty: no proxy).
+    fn set_proxy_url(&self, _url: &nydus_protocol::config::Secret) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the {} backend has no proxy", self.kind()),
+        ))
+    }
 }
 
 /// The localfs backend (reference §4.5): `<dir>/<id>`, else the first

@@ -271,10 +271,9 @@ impl BlobDevice {
         Ok(())
     }
 
-    /// New registry credentials for the backend (`PUT /api/v1/config`
-    /// `registry_auth`); an error for backends without them.
-    pub fn set_backend_auth(&self, auth: Option<nydus_protocol::config::Secret>) -> io::Result<()> {
-        self.backend.set_auth(auth)
+    /// The backend, for run-time settings (`PUT /api/v1/config`).
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
     }
 
     /// `GET /api/v1/metrics/backend`.
