@@ -18,7 +18,7 @@ mod token;
 
 pub use fixture::{
     assert_fixture, backend_metrics, fixture, fixture_diffs, full_log, mount_fixture, mount_image,
-    pick_file,
+    pick_file, read_cold,
 };
 pub use nginx::Nginx;
 pub use token::{http_get, TokenServer};

@@ -6,15 +6,14 @@
 //! metrics or an API reply.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nydus_e2e::api::call;
 use nydus_e2e::secrets::{b64, credential_secrets, Exposed};
 use nydus_e2e::servers::{
-    assert_fixture, backend_metrics, fixture, full_log, http_get, mount_fixture, Registry,
-    RegistryOpts,
+    assert_fixture, backend_metrics, fixture, full_log, http_get, mount_fixture, read_cold,
+    Registry, RegistryOpts,
 };
 use serde_json::json;
 
@@ -46,17 +45,6 @@ fn files(fx: &nydus_e2e::Fixture) -> Vec<PathBuf> {
         .filter(|e| e.is_file() && e.size() > 0)
         .map(|e| e.rel)
         .collect()
-}
-
-/// Reads `path` past the page cache: the kernel's pages of it are dropped
-/// first, so the read goes to the daemon (and, with dummycache, the backend).
-fn read_cold(path: &Path) -> std::io::Result<Vec<u8>> {
-    let f = std::fs::File::open(path)?;
-    // SAFETY: fadvise on an fd we own; it only drops clean cached pages.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut &f, &mut out)?;
-    Ok(out)
 }
 
 fn token_requests(log: &Path) -> usize {

@@ -2,14 +2,16 @@
 //! real registry: reads go through it; when it is killed mid-test reads
 //! keep working through the fallback to the origin; once it is back (and
 //! a health ping saw it) reads use it again. Without fallback, a dead
-//! proxy means EIO.
+//! proxy means EIO. `proxy_url` through `PUT /api/v1/config` adds and
+//! removes the proxy without a remount.
 
 use std::time::{Duration, Instant};
 
+use nydus_e2e::api::call;
 use nydus_e2e::secrets::Exposed;
 use nydus_e2e::servers::{
-    assert_fixture, backend_metrics, fixture, full_log, mount_fixture, pick_file, Nginx, Registry,
-    RegistryOpts,
+    assert_fixture, backend_metrics, fixture, full_log, mount_fixture, pick_file, read_cold, Nginx,
+    Registry, RegistryOpts,
 };
 use serde_json::json;
 
@@ -117,5 +119,55 @@ fn dead_proxy_without_fallback_is_eio() {
     assert_fixture(&fx, &d, "registry through nginx, no fallback");
     let mut exposed = Exposed::new();
     exposed.daemon("proxy without fallback", &d, &t.path().join("m/api.sock"));
+    exposed.assert_none(&[PROXY_PASS]);
+}
+
+#[test]
+fn proxy_url_from_the_api_takes_effect_without_remount() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let r = Registry::start(&t.path().join("reg"), RegistryOpts::default());
+    let fx = fixture("mini-v6-none-blake3");
+    r.push_dir(REPO, &fx.blob_dir);
+    let ngx = Nginx::start(&t.path().join("nginx"));
+    let cfg = json!({
+        "scheme": "http",
+        "host": r.host(),
+        "repo": REPO,
+        "timeout": 5,
+        "connect_timeout": 2,
+    });
+    let tmp = t.path().join("m");
+    let d = mount_fixture(&fx, "registry", cfg, "dummycache", &tmp);
+    let sock = tmp.join("api.sock");
+    let file = |k| d.mountpoint.join(pick_file(&fx, 4096, k));
+    let put = |v: &str| {
+        let body = json!({ "proxy_url": v }).to_string();
+        call(&sock, "PUT", "/api/v1/config?id=/", Some(&body))
+    };
+
+    read(&file(0));
+    assert_eq!(ngx.requests(), 0, "no proxy is configured yet");
+    let bad = put("not a url");
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(!bad.body.contains("not a url"), "{}", bad.body);
+    let url = format!("http://p2p:{PROXY_PASS}@127.0.0.1:{}", ngx.port);
+    assert_eq!(put(&url).status, 204);
+    // The same file each time, read past the page cache: dummycache keeps
+    // nothing, so every read reaches the backend.
+    let cold = || read_cold(&file(0)).expect("read through the backend");
+    cold();
+    let through = ngx.requests();
+    assert!(
+        through > 0,
+        "the read after PUT proxy_url did not use the proxy:\n{}",
+        full_log(&d)
+    );
+    assert_eq!(put("").status, 204);
+    cold();
+    assert_eq!(ngx.requests(), through, "requests went to a removed proxy");
+    assert_fixture(&fx, &d, "registry after proxy_url changes");
+
+    let mut exposed = Exposed::new();
+    exposed.daemon("proxy_url", &d, &sock);
     exposed.assert_none(&[PROXY_PASS]);
 }

@@ -161,3 +161,15 @@ pub fn pick_file(fx: &crate::Fixture, min: u64, skip: usize) -> PathBuf {
         .map(|e| e.rel)
         .unwrap_or_else(|| panic!("{}: no file of {min}+ bytes", fx.name))
 }
+
+/// Reads `path` past the page cache: the kernel's pages of it are dropped
+/// first, so the read goes to the daemon (and, with dummycache, the backend).
+pub fn read_cold(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: fadvise on an fd we own; it only drops clean cached pages.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut out)?;
+    Ok(out)
+}
