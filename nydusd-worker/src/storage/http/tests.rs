@@ -411,6 +411,33 @@ fn failed_renewal_backs_off_instead_of_retrying_every_request() {
 }
 
 #[test]
+fn proxy_url_is_replaced_and_removed_at_run_time() {
+    let origin = Server::start(|req, _| partial(req));
+    // A forward proxy sees absolute URLs; it answers like the origin.
+    let proxy = Server::start(|req, _| partial(req));
+    let b = registry(origin.port, None);
+    let mut buf = [0u8; 4];
+    let bad = b.set_proxy_url(&Secret::from("no url :pw@")).unwrap_err();
+    assert_eq!(bad.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(!bad.to_string().contains("pw"), "{bad}");
+    b.set_proxy_url(&Secret::new(format!(
+        "http://u:pw@127.0.0.1:{}",
+        proxy.port
+    )))
+    .unwrap();
+    assert_eq!(b.read_at(ID, 1, &mut buf).unwrap(), 4);
+    let seen = proxy.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].path.starts_with("http://127.0.0.1:"), "{seen:?}");
+    assert!(origin.seen().is_empty());
+    b.set_proxy_url(&Secret::from("")).unwrap();
+    assert_eq!(b.read_at(ID, 5, &mut buf).unwrap(), 4);
+    assert_eq!(&buf, &BLOB[5..9]);
+    assert_eq!((proxy.seen().len(), origin.seen().len()), (1, 1));
+    assert_eq!(b.http_metrics().unwrap().proxy_requests, 1);
+}
+
+#[test]
 fn wrong_credentials_are_one_permanent_error() {
     let s = Server::start(|_, _| {
         let h = ("WWW-Authenticate", "Basic realm=\"r\"".to_string());
