@@ -156,18 +156,25 @@ fn proxy_url_from_the_api_takes_effect_without_remount() {
     // nothing, so every read reaches the backend.
     let cold = || read_cold(&file(0)).expect("read through the backend");
     cold();
+    // nginx logs a request once it has sent the answer: wait for the line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ngx.requests() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let through = ngx.requests();
     assert!(
         through > 0,
         "the read after PUT proxy_url did not use the proxy:\n{}",
         full_log(&d)
     );
+    let mut exposed = Exposed::new();
+    exposed.daemon("proxy_url set", &d, &sock);
     assert_eq!(put("").status, 204);
     cold();
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(ngx.requests(), through, "requests went to a removed proxy");
     assert_fixture(&fx, &d, "registry after proxy_url changes");
 
-    let mut exposed = Exposed::new();
-    exposed.daemon("proxy_url", &d, &sock);
+    exposed.daemon("proxy_url removed", &d, &sock);
     exposed.assert_none(&[PROXY_PASS]);
 }
