@@ -41,6 +41,16 @@ fn read(path: &std::path::Path) {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
 }
 
+/// nginx's request count once it exceeds `seen` (it logs a request after
+/// sending the answer, so the line may lag the read); `seen` after 5 s.
+fn requests_after(ngx: &Nginx, seen: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ngx.requests() <= seen && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ngx.requests()
+}
+
 #[test]
 fn proxy_fallback_while_down_and_back_when_healthy() {
     let t = tempfile::tempdir().expect("tempdir");
@@ -53,7 +63,7 @@ fn proxy_fallback_while_down_and_back_when_healthy() {
     let file = |k| d.mountpoint.join(pick_file(&fx, 4096, k));
 
     read(&file(0));
-    let through = ngx.requests();
+    let through = requests_after(&ngx, 0);
     assert!(through > 0, "the first read did not go through the proxy");
 
     ngx.stop();
@@ -156,12 +166,7 @@ fn proxy_url_from_the_api_takes_effect_without_remount() {
     // nothing, so every read reaches the backend.
     let cold = || read_cold(&file(0)).expect("read through the backend");
     cold();
-    // nginx logs a request once it has sent the answer: wait for the line.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ngx.requests() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let through = ngx.requests();
+    let through = requests_after(&ngx, 0);
     assert!(
         through > 0,
         "the read after PUT proxy_url did not use the proxy:\n{}",
