@@ -139,8 +139,9 @@ fn expiring_bearer_token_is_renewed_without_a_failed_read() {
         "only {backend} backend reads for {reads} file reads: the page cache answered"
     );
     let tokens = token_requests(&ts.log) - tokens_before;
-    // One renewal per 3/4 of a lifetime, give or take the 401 path.
-    let most = (run.as_secs_f64() / (LIFE as f64 * 0.75)) as usize + 3;
+    // One renewal per 3/4 of a lifetime, give or take a few through the
+    // 401 path (a request in flight as its token expires).
+    let most = (run.as_secs_f64() / (LIFE as f64 * 0.75)) as usize + 5;
     assert!(
         (2..=most).contains(&tokens),
         "{tokens} token requests for {reads} reads over {run:?} with {LIFE} s tokens; \
