@@ -254,6 +254,11 @@ impl DeviceData {
     pub fn readahead(&self) -> Option<&Readahead> {
         self.readahead.as_ref()
     }
+
+    /// The backend, for run-time settings (`PUT /api/v1/config`).
+    pub fn backend(&self) -> &dyn crate::storage::Backend {
+        self.device.backend()
+    }
 }
 
 impl FileData for DeviceData {

@@ -14,35 +14,72 @@ use crate::shared_script;
 
 mod fixture;
 mod nginx;
+mod token;
 
 pub use fixture::{
-    assert_fixture, backend_metrics, fixture, fixture_diffs, full_log, mount_fixture, pick_file,
+    assert_fixture, backend_metrics, fixture, fixture_diffs, full_log, mount_fixture, mount_image,
+    pick_file, read_cold,
 };
 pub use nginx::Nginx;
+pub use token::{http_get, TokenServer};
 
 /// Runs `cmd`, killing it after `secs`; panics with its output on timeout.
 pub fn run_timeout(cmd: &mut Command, secs: u64) -> Output {
+    use std::io::Read;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // Drained while it runs: a child writing more than a pipe holds would
+    // otherwise block forever.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut out);
+            }
+            out
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().ok().flatten().is_some() {
-            return child.wait_with_output().expect("collect output");
+    let status = loop {
+        if let Some(s) = child.try_wait().ok().flatten() {
+            break Some(s);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "{cmd:?} did not finish within {secs} s:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    let Some(status) = status else {
+        panic!(
+            "{cmd:?} did not finish within {secs} s:\n{}\n{}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        );
+    };
+    Output {
+        status,
+        stdout: out,
+        stderr: err,
     }
 }
 
@@ -120,6 +157,8 @@ pub struct Registry {
     pub url: String,
     /// The test CA clients trust with `--tls`.
     pub cacert: Option<PathBuf>,
+    /// `http://127.0.0.1:P/token` with `--token`.
+    pub token_url: Option<String>,
     opts: RegistryOpts,
 }
 
@@ -130,6 +169,7 @@ impl Registry {
             port: free_port_pair(),
             url: String::new(),
             cacert: None,
+            token_url: None,
             opts,
         };
         r.launch();
@@ -162,6 +202,7 @@ impl Registry {
             .get("REGISTRY_CACERT")
             .filter(|c| !c.is_empty())
             .map(PathBuf::from);
+        self.token_url = vars.get("REGISTRY_TOKEN_URL").cloned();
         wait_port(self.port, 30);
     }
 
@@ -251,7 +292,11 @@ impl ObjectStore {
         for e in blobs(blob_dir) {
             let dst = base.join(format!("{prefix}{}", e.file_name().to_string_lossy()));
             std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir bucket");
-            std::fs::copy(e.path(), &dst).expect("copy blob into the store");
+            // A link where possible: test images can be a GiB. The server
+            // never writes an object in place (PUT renames a new file).
+            if std::fs::hard_link(e.path(), &dst).is_err() {
+                std::fs::copy(e.path(), &dst).expect("copy blob into the store");
+            }
         }
     }
 

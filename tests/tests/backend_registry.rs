@@ -7,34 +7,16 @@
 
 use std::path::Path;
 
+use nydus_e2e::secrets::{b64, credential_secrets, Exposed};
 use nydus_e2e::servers::{
-    assert_fixture, backend_metrics, fixture, full_log, mount_fixture, pick_file, Registry,
-    RegistryOpts,
+    assert_fixture, backend_metrics, fixture, full_log, http_get, mount_fixture, pick_file,
+    Registry, RegistryOpts,
 };
 use serde_json::json;
 
 const REPO: &str = "e2e/fixture";
 const USER: &str = "nydususer";
 const PASS: &str = "Pa55-word-NOT-in-logs";
-
-fn b64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 fn registry_config(
     r: &Registry,
@@ -62,10 +44,25 @@ fn registry_config(
     c
 }
 
-fn assert_no_secret(text: &str, what: &str) {
-    for s in [PASS.to_string(), b64(&format!("{USER}:{PASS}"))] {
-        assert!(!text.contains(&s), "{what} contains a secret");
+/// The password, its base64 `auth`, and (with `--token`) the header of
+/// the JWTs the token server issues, which every token starts with.
+fn secrets(r: &Registry) -> Vec<String> {
+    let mut out = credential_secrets(&format!("{USER}:{PASS}"));
+    if let Some(url) = &r.token_url {
+        let port: u16 = url
+            .trim_start_matches("http://127.0.0.1:")
+            .trim_end_matches("/token")
+            .parse()
+            .expect("token port");
+        let basic = format!("Basic {}", b64(&format!("{USER}:{PASS}")));
+        let q = format!("/token?service=registry.local&scope=repository:{REPO}:pull");
+        let (status, body) = http_get(port, &q, &[("Authorization", &basic)]);
+        assert_eq!(status, 200, "token server: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("token JSON");
+        let token = v["token"].as_str().expect("a token");
+        out.push(token.split('.').next().expect("JWT").to_string());
     }
+    out
 }
 
 fn tmpdir() -> tempfile::TempDir {
@@ -81,8 +78,9 @@ fn mount_and_check(fx: &str, r: &Registry, cfg: serde_json::Value, cache: &str, 
         metrics.contains("\"backend_type\":\"registry\""),
         "{metrics}"
     );
-    assert_no_secret(&metrics, "backend metrics");
-    assert_no_secret(&full_log(&d), "daemon log");
+    let mut exposed = Exposed::new();
+    exposed.daemon(&format!("registry + {cache}"), &d, &tmp.join("api.sock"));
+    exposed.assert_none(&secrets(r));
 }
 
 #[test]
@@ -165,11 +163,11 @@ fn registry_wrong_password_is_one_clear_error() {
         log.contains("registry refused the credentials"),
         "no clear credentials error in the log:\n{log}"
     );
-    assert_no_secret(&log, "daemon log");
-    assert!(
-        !log.contains(&b64(&wrong)),
-        "daemon log contains the wrong auth"
-    );
+    let mut exposed = Exposed::new();
+    exposed.daemon("wrong password", &d, &tmp.join("api.sock"));
+    let mut all = secrets(&r);
+    all.extend(credential_secrets(&wrong));
+    exposed.assert_none(&all);
 }
 
 #[test]
@@ -193,4 +191,7 @@ fn registry_outage_gives_eio_then_recovers_without_remount() {
     );
     r.restart();
     assert_fixture(&fx, &d, "registry after a restart");
+    let mut exposed = Exposed::new();
+    exposed.daemon("outage", &d, &tmp.join("api.sock"));
+    exposed.assert_none(&secrets(&r));
 }

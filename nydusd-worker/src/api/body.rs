@@ -81,11 +81,9 @@ pub(super) fn redacted_config(values: ConfigUpdate) -> Value {
     let map = values
         .into_iter()
         .map(|(k, v)| {
-            let v = if SECRET_KEYS.contains(&k.as_str()) {
-                REDACTED.to_string()
-            } else {
-                v
-            };
+            // A proxy URL may carry `user:pass@`.
+            let secret = SECRET_KEYS.contains(&k.as_str()) || (k == "proxy_url" && v.contains('@'));
+            let v = if secret { REDACTED.to_string() } else { v };
             (k, Value::String(v))
         })
         .collect();
@@ -135,6 +133,9 @@ mod tests {
         let v = redacted_config(items);
         assert_eq!(v["registry_auth"], "<redacted>");
         assert_eq!(v["proxy_url"], "http://p");
+        let body = Bytes::from_static(br#"{"proxy_url": "http://u:pw@p:1"}"#);
+        let v = redacted_config(config_items(&body).unwrap_or_default());
+        assert_eq!(v["proxy_url"], "<redacted>");
         let e = config_items(&Bytes::from_static(br#"{"what": "x"}"#));
         assert_eq!(e.err().map(|e| e.status), Some(500));
         let e = config_items(&Bytes::from_static(br#"{"proxy_url": 1}"#));

@@ -5,9 +5,12 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
+use nydus_protocol::config::Secret;
+
 use super::{lock, ConfigSource, Daemon, Event};
 use crate::api::{ApiError, DaemonControl};
 use crate::metrics::Metrics;
+use crate::storage::Backend;
 
 impl Daemon {
     fn mounts_json(&self) -> Value {
@@ -146,6 +149,66 @@ impl DaemonControl for Daemon {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn set_config(&self, id: Option<&str>, key: &str, value: &str) -> Result<(), ApiError> {
+        let value = Secret::new(value.trim());
+        match key {
+            "registry_auth" => {
+                let auth = (!value.is_empty()).then(|| value.clone());
+                self.each_backend(id, key, |b| b.set_auth(auth.clone()))
+            }
+            "proxy_url" => self.each_backend(id, key, |b| b.set_proxy_url(&value)),
+            _ => Err(ApiError::unsupported(&format!(
+                "setting {key} at run time (change it in the config and remount)"
+            ))),
+        }
+    }
+}
+
+impl Daemon {
+    /// Applies `set` to the backend of the instance at mountpoint `id`, or
+    /// of every instance when there is no `id` (those whose backend has no
+    /// such setting are skipped). Values may be secrets (registry_auth,
+    /// a proxy URL with credentials): no message shows them.
+    fn each_backend(
+        &self,
+        id: Option<&str>,
+        key: &str,
+        set: impl Fn(&dyn Backend) -> std::io::Result<()>,
+    ) -> Result<(), ApiError> {
+        let mounts = lock(&self.mounts);
+        let targets: Vec<(&String, &super::MountRecord)> = match id {
+            Some(id) => {
+                let path = super::normalize_vfs_path(id).map_err(ApiError::bad_request)?;
+                let (path, rec) = mounts.get_key_value(&path).ok_or_else(|| {
+                    ApiError::not_found(format!("mountpoint {path} doesn't exist"))
+                })?;
+                vec![(path, rec)]
+            }
+            None => mounts.iter().collect(),
+        };
+        let mut applied = 0;
+        let mut refused = None;
+        for (path, rec) in targets {
+            match set(rec.device.backend()) {
+                Ok(()) => {
+                    applied += 1;
+                    log::info!("mountpoint {path}: new {key} from the API");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    return Err(ApiError::bad_request(format!("{key}: {e}")))
+                }
+                Err(e) => refused = Some(format!("mountpoint {path}: {e}")),
+            }
+        }
+        match (applied, refused) {
+            (0, Some(why)) => Err(ApiError::bad_request(format!("{key}: {why}"))),
+            (0, None) => Err(ApiError::not_found(format!(
+                "{key}: no instance is mounted"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 

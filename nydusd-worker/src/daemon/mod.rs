@@ -67,7 +67,8 @@ pub struct MountRecord {
     pub cancel_prefetch: Arc<AtomicBool>,
     /// To walk the image when invalidating the kernel's caches of it.
     pub reader: Arc<dyn Reader>,
-    /// Its storage, to close the readahead window at a stop.
+    /// Its storage: to close the readahead window at a stop, and for
+    /// run-time backend settings (`PUT /api/v1/config`).
     pub device: Arc<instance::DeviceData>,
 }
 

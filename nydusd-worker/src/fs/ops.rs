@@ -132,7 +132,9 @@ impl RafsFs {
             .data
             .read(&chunks, inode.size, offset, &mut buf)
             .map_err(|e| {
-                log::error!("read of inode {ino} at {offset}+{len} failed: {e}");
+                // The storage layer logged the cause once; an error line
+                // here would repeat it for every read of a broken file.
+                log::debug!("read of inode {ino} at {offset}+{len} failed: {e}");
                 errno(libc::EIO)
             })?;
         let n = n.min(len);

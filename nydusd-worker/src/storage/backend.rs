@@ -32,11 +32,19 @@ pub trait Backend: Send + Sync {
 
     /// New registry credentials at run time (`PUT /api/v1/config` key
     /// `registry_auth`): base64 of `user:password`, `None` for anonymous.
-    #[allow(dead_code)] // for the config API to call
     fn set_auth(&self, _auth: Option<nydus_protocol::config::Secret>) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             format!("the {} backend has no registry credentials", self.kind()),
+        ))
+    }
+
+    /// A new P2P proxy URL at run time (`PUT /api/v1/config` key
+    /// `proxy_url`; empty: no proxy).
+    fn set_proxy_url(&self, _url: &nydus_protocol::config::Secret) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("the {} backend has no proxy", self.kind()),
         ))
     }
 }

@@ -315,6 +315,11 @@ impl BlobDevice {
             .is_some_and(|c| c.is_ready(info.chunk_index))
     }
 
+    /// The backend, for run-time settings (`PUT /api/v1/config`).
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
     /// `GET /api/v1/metrics/backend`.
     pub fn backend_metrics(&self) -> BackendMetrics {
         let mut m = self.metrics.backend(self.backend.kind());

@@ -239,7 +239,14 @@ impl BlobDevice {
         let mut buf = vec![0u8; (end - start) as usize];
         let began = StorageMetrics::now_millis();
         if let Err(e) = self.backend_read_exact(&blob.id, start, &mut buf) {
-            self.log_once((first.blob_index, first.chunk_index, LOG_BACKEND), || {
+            // Refused credentials fail every chunk alike: one line per blob
+            // (the backend has said why once), not one per chunk read.
+            let chunk = if e.kind() == io::ErrorKind::PermissionDenied {
+                u32::MAX
+            } else {
+                first.chunk_index
+            };
+            self.log_once((first.blob_index, chunk, LOG_BACKEND), || {
                 format!(
                     "blob {} chunk {} at offset {start:#x}: backend read of {} bytes failed: {e}",
                     blob.id,

@@ -53,10 +53,30 @@ pub fn mount_fixture(
     cache: &str,
     tmp: &Path,
 ) -> crate::mount::Nydusd {
+    mount_image(
+        &fx.bootstrap,
+        kind,
+        backend,
+        cache,
+        tmp,
+        serde_json::json!({}),
+    )
+}
+
+/// `mount_fixture` for any bootstrap, with `extra` top-level v1 keys
+/// (`amplify_io`, say) added to the config.
+pub fn mount_image(
+    bootstrap: &Path,
+    kind: &str,
+    backend: serde_json::Value,
+    cache: &str,
+    tmp: &Path,
+    extra: serde_json::Value,
+) -> crate::mount::Nydusd {
     std::fs::create_dir_all(tmp).expect("create test dir");
     let mnt = tmp.join("mnt");
     let config = tmp.join("config.json");
-    let text = serde_json::json!({
+    let mut text = serde_json::json!({
         "device": {
             "backend": {"type": kind, "config": backend},
             "cache": {"type": cache, "config": {"work_dir": tmp.join("cache")}},
@@ -65,6 +85,9 @@ pub fn mount_fixture(
         "digest_validate": false,
         "enable_xattr": true,
     });
+    if let (Some(o), Some(e)) = (text.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
     std::fs::write(&config, text.to_string()).expect("write config");
     let (log, sock) = (tmp.join("nydusd.log"), tmp.join("api.sock"));
     let args: Vec<&std::ffi::OsStr> = vec![
@@ -73,7 +96,7 @@ pub fn mount_fixture(
         "--mountpoint".as_ref(),
         mnt.as_os_str(),
         "--bootstrap".as_ref(),
-        fx.bootstrap.as_os_str(),
+        bootstrap.as_os_str(),
         "--apisock".as_ref(),
         sock.as_os_str(),
         "--log-level".as_ref(),
@@ -137,4 +160,16 @@ pub fn pick_file(fx: &crate::Fixture, min: u64, skip: usize) -> PathBuf {
         .nth(skip)
         .map(|e| e.rel)
         .unwrap_or_else(|| panic!("{}: no file of {min}+ bytes", fx.name))
+}
+
+/// Reads `path` past the page cache: the kernel's pages of it are dropped
+/// first, so the read goes to the daemon (and, with dummycache, the backend).
+pub fn read_cold(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    // SAFETY: fadvise on an fd we own; it only drops clean cached pages.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut out)?;
+    Ok(out)
 }

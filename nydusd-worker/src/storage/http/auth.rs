@@ -16,11 +16,25 @@ use super::conn::{Conn, Req};
 use super::metrics::Counters;
 use super::range::Bad;
 
-/// A token this close to expiry is renewed before it is used.
+/// A token this close to expiry is renewed before it is used...
 const RENEW_MARGIN: Duration = Duration::from_secs(20);
 /// Token lifetime when the server does not say (upstream's default).
 const DEFAULT_TTL: u64 = 600;
 const MAX_TTL: u64 = 7 * 24 * 3600;
+
+/// ...or after 3/4 of its life when it lives less than 4 margins: a
+/// token shorter-lived than the margin would otherwise be renewed before
+/// every single request.
+fn renew_after(ttl: Duration) -> Duration {
+    ttl - RENEW_MARGIN.min(ttl / 4)
+}
+
+/// After the `n`-th failed renewal in a row the next try waits 5 s, 10 s,
+/// ... up to 10 min (like upstream), so a dead token server costs one
+/// try per back-off, not one per request.
+fn renew_backoff(n: u32) -> Duration {
+    Duration::from_secs((5u64 << n.min(7)).min(600))
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Challenge {
@@ -82,9 +96,11 @@ struct State {
     /// tell whether someone already renewed the credentials.
     generation: u64,
     header: Option<Secret>,
-    /// The Bearer challenge and expiry of the current token, if it is one
-    /// we fetched (a configured `registry_token` has neither).
+    /// The Bearer challenge and renewal time of the current token, if it
+    /// is one we fetched (a configured `registry_token` has neither).
     bearer: Option<(Challenge, Instant)>,
+    /// Renewals of the current token that failed in a row.
+    renew_failures: u32,
     basic_sent: bool,
 }
 
@@ -124,6 +140,7 @@ impl RegistryAuth {
                 generation: 0,
                 header: token.map(|t| Secret::new(format!("Bearer {}", t.expose().trim()))),
                 bearer: None,
+                renew_failures: 0,
                 basic_sent: false,
             }),
             negotiating: Mutex::new(()),
@@ -140,6 +157,7 @@ impl RegistryAuth {
         st.generation += 1;
         st.header = None;
         st.bearer = None;
+        st.renew_failures = 0;
         st.basic_sent = false;
         log::info!("registry credentials replaced");
     }
@@ -150,25 +168,28 @@ impl RegistryAuth {
         let expiring = {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             match &st.bearer {
-                Some((c, exp)) if *exp <= Instant::now() + RENEW_MARGIN => {
-                    Some((c.clone(), st.generation))
-                }
+                Some((c, renew)) if *renew <= Instant::now() => Some((c.clone(), st.generation)),
                 _ => None,
             }
         };
         if let Some((challenge, generation)) = expiring {
             let _n = self.negotiating.lock().unwrap_or_else(|e| e.into_inner());
-            let current = self
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .generation;
-            if current == generation {
+            // Someone else may have renewed, or failed and set a back-off,
+            // while this thread waited for the lock.
+            let due = {
+                let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+                st.generation == generation
+                    && st
+                        .bearer
+                        .as_ref()
+                        .is_some_and(|(_, r)| *r <= Instant::now())
+            };
+            if due {
                 // On failure keep the old token: the registry decides with
                 // a 401, which starts the full flow.
                 match self.fetch_token(conn, &challenge) {
                     Ok((tok, ttl)) => self.store_bearer(&tok, challenge, ttl),
-                    Err(e) => log::warn!("registry token renewal failed: {}", e.message),
+                    Err(e) => self.renewal_failed(&e.message),
                 }
             }
         }
@@ -181,10 +202,31 @@ impl RegistryAuth {
 
     fn store_bearer(&self, token: &Secret, challenge: Challenge, ttl: Duration) {
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if st.renew_failures > 0 {
+            log::info!("registry token renewed again");
+        }
         st.generation += 1;
         st.header = Some(Secret::new(format!("Bearer {}", token.expose())));
-        st.bearer = Some((challenge, Instant::now() + ttl));
+        st.bearer = Some((challenge, Instant::now() + renew_after(ttl)));
+        st.renew_failures = 0;
         st.basic_sent = false;
+    }
+
+    /// Keeps the current token (the registry decides, with a 401 that
+    /// starts the full flow) and tries again after a back-off; said once.
+    fn renewal_failed(&self, why: &str) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let n = st.renew_failures;
+        st.renew_failures = n.saturating_add(1);
+        let wait = renew_backoff(n);
+        if let Some((_, renew)) = &mut st.bearer {
+            *renew = Instant::now() + wait;
+        }
+        if n == 0 {
+            log::warn!("registry token renewal failed: {why}; trying again in {wait:?}");
+        } else {
+            log::debug!("registry token renewal failed again: {why}; next try in {wait:?}");
+        }
     }
 
     /// The registry answered 401 to a request sent with generation `used`.
@@ -251,6 +293,7 @@ impl RegistryAuth {
         st.generation += 1;
         st.header = header;
         st.bearer = None;
+        st.renew_failures = 0;
         st.basic_sent = basic_sent;
     }
 
@@ -351,6 +394,20 @@ fn parse_token(r: Response) -> Result<(Secret, Duration), Bad> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewal_leaves_short_tokens_most_of_their_life() {
+        let s = Duration::from_secs;
+        assert_eq!(renew_after(s(300)), s(280));
+        assert_eq!(renew_after(s(80)), s(60));
+        assert_eq!(renew_after(s(4)), s(3));
+        assert_eq!(renew_after(Duration::ZERO), Duration::ZERO);
+        assert_eq!(renew_backoff(0), s(5));
+        assert_eq!(renew_backoff(1), s(10));
+        assert_eq!(renew_backoff(6), s(320));
+        assert_eq!(renew_backoff(7), s(600));
+        assert_eq!(renew_backoff(u32::MAX), s(600));
+    }
 
     #[test]
     fn challenges() {

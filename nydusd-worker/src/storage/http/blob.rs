@@ -346,4 +346,8 @@ impl Backend for HttpBackend {
     fn set_auth(&self, auth: Option<Secret>) -> io::Result<()> {
         self.replace_auth(auth)
     }
+
+    fn set_proxy_url(&self, url: &Secret) -> io::Result<()> {
+        self.conn.set_proxy_url(url)
+    }
 }

@@ -3,10 +3,10 @@
 //! and per-request metrics.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use nydus_protocol::config::HttpConfig;
+use nydus_protocol::config::{HttpConfig, Secret};
 use reqwest::blocking::{Client, ClientBuilder, Response};
 use reqwest::header::{HeaderMap, HeaderValue, USER_AGENT};
 use reqwest::{Method, Url};
@@ -33,7 +33,11 @@ pub(crate) struct SendError {
 
 pub(crate) struct Conn {
     direct: Client,
-    proxy: Option<ProxyRoute>,
+    /// Replaced at run time by `proxy_url` (`PUT /api/v1/config`).
+    proxy: RwLock<Option<Arc<ProxyRoute>>>,
+    /// What a new proxy route is built from.
+    cfg: HttpConfig,
+    loopback: Vec<String>,
     pub(crate) metrics: Arc<Counters>,
 }
 
@@ -104,43 +108,45 @@ impl Conn {
         // The direct path ignores HTTP(S)_PROXY like upstream: the proxy is
         // configured explicitly or not at all.
         let direct = build(builder(cfg, loopback)?.no_proxy(), "direct")?;
-        let p = &cfg.proxy;
-        if !p.dragonfly_scheduler_endpoint.is_empty() {
+        if !cfg.proxy.dragonfly_scheduler_endpoint.is_empty() {
             log::warn!("proxy.dragonfly_scheduler_endpoint is not supported; using proxy.url only");
         }
-        let proxy = if p.url.is_empty() {
-            None
-        } else {
-            let url = reqwest::Proxy::all(p.url.expose())
-                .map_err(|_| invalid("proxy.url is not a valid URL".into()))?;
-            let client = build(builder(cfg, loopback)?.proxy(url), "proxy")?;
-            let mut ping = builder(cfg, loopback)?.no_proxy();
-            if let Some(t) = secs(cfg.connect_timeout) {
-                ping = ping.timeout(t);
-            }
-            Some(ProxyRoute {
-                client,
-                ping_client: build(ping, "proxy ping")?,
-                health: ProxyHealth::new(&p.ping_url, p.check_interval),
-                fallback: p.fallback,
-                use_http: p.use_http,
-            })
-        };
+        let proxy = proxy_route(cfg, loopback, &cfg.proxy.url)?;
         Ok(Conn {
             direct,
-            proxy,
+            proxy: RwLock::new(proxy),
+            cfg: cfg.clone(),
+            loopback: loopback.to_vec(),
             metrics: Arc::new(Counters::default()),
         })
     }
 
+    /// A new proxy URL (empty: none) with the other `proxy` keys as
+    /// configured, for every later request. The URL may carry
+    /// credentials: it is never part of a message.
+    pub(crate) fn set_proxy_url(&self, url: &Secret) -> io::Result<()> {
+        let route = proxy_route(&self.cfg, &self.loopback, url)?;
+        let on = route.is_some();
+        *self.proxy.write().unwrap_or_else(|e| e.into_inner()) = route;
+        log::info!(
+            "proxy {} at run time",
+            if on { "replaced" } else { "removed" }
+        );
+        Ok(())
+    }
+
+    fn route(&self) -> Option<Arc<ProxyRoute>> {
+        self.proxy.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub(crate) fn proxy_healthy(&self) -> bool {
-        self.proxy.as_ref().is_none_or(|p| p.health.healthy_now())
+        self.route().is_none_or(|p| p.health.healthy_now())
     }
 
     /// Sends `req` by the configured route. The last attempt of a read
     /// bypasses the proxy when `fallback` allows the origin.
     pub(crate) fn send(&self, req: &Req, last_attempt: bool) -> Result<Response, SendError> {
-        if let Some(p) = &self.proxy {
+        if let Some(p) = &self.route() {
             if last_attempt && p.fallback {
                 return self.send_direct(req);
             }
@@ -222,6 +228,32 @@ impl Conn {
             message: describe(&e),
         })
     }
+}
+
+/// The proxy route for `url` (none if empty), with `cfg`'s other keys.
+fn proxy_route(
+    cfg: &HttpConfig,
+    loopback: &[String],
+    url: &Secret,
+) -> io::Result<Option<Arc<ProxyRoute>>> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let p = &cfg.proxy;
+    let url = reqwest::Proxy::all(url.expose())
+        .map_err(|_| invalid("proxy.url is not a valid URL".into()))?;
+    let client = build(builder(cfg, loopback)?.proxy(url), "proxy")?;
+    let mut ping = builder(cfg, loopback)?.no_proxy();
+    if let Some(t) = secs(cfg.connect_timeout) {
+        ping = ping.timeout(t);
+    }
+    Ok(Some(Arc::new(ProxyRoute {
+        client,
+        ping_client: build(ping, "proxy ping")?,
+        health: ProxyHealth::new(&p.ping_url, p.check_interval),
+        fallback: p.fallback,
+        use_http: p.use_http,
+    })))
 }
 
 /// The error and its causes, without the URL (which may carry a presigned

@@ -15,6 +15,8 @@ use super::objstore::{amz_date, sigv4};
 use super::*;
 use crate::storage::Backend;
 
+mod auth;
+
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
 struct Seen {
@@ -244,74 +246,6 @@ fn redirect_chain_is_followed_without_credentials_and_cached() {
     assert!(seen[2..].iter().all(|r| r.auth.is_none()), "{seen:?}");
     assert!(seen[2..].iter().all(|r| r.range.is_some()), "{seen:?}");
     assert_eq!(b.http_metrics().unwrap().redirects, 2);
-}
-
-#[test]
-fn bearer_token_fetched_once_renewed_on_401_and_replaced_by_set_auth() {
-    let port = Arc::new(AtomicUsize::new(0));
-    let p2 = port.clone();
-    let tokens = Arc::new(AtomicUsize::new(0));
-    let t2 = tokens.clone();
-    let s = Server::start(move |req, _| {
-        if req.path.starts_with("/token") {
-            // POST is refused, so the client switches to GET for good.
-            if !req.path.contains('?') {
-                return answer(
-                    "405 Method Not Allowed",
-                    &[("Content-Length", "0".into())],
-                    b"",
-                );
-            }
-            assert!(
-                req.path.contains("scope=repository%3Alib%2Fimg%3Apull"),
-                "{req:?}"
-            );
-            let n = t2.fetch_add(1, Ordering::SeqCst) + 1;
-            let body = format!("{{\"token\":\"tok{n}\",\"expires_in\":600}}");
-            return answer(
-                "200 OK",
-                &[("Content-Length", body.len().to_string())],
-                body.as_bytes(),
-            );
-        }
-        let n = t2.load(Ordering::SeqCst);
-        if req.auth.as_deref() != Some(&format!("Bearer tok{n}")) || n == 0 {
-            let realm = format!(
-                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"reg\"",
-                p2.load(Ordering::SeqCst)
-            );
-            let h = ("WWW-Authenticate", realm);
-            return answer(
-                "401 Unauthorized",
-                &[h, ("Content-Length", "0".into())],
-                b"",
-            );
-        }
-        partial(req)
-    });
-    port.store(s.port.into(), Ordering::SeqCst);
-    let b = registry(s.port, Some("dTpw"));
-    let mut buf = [0u8; 4];
-    for off in [0, 4, 8] {
-        assert_eq!(b.read_at(ID, off, &mut buf).unwrap(), 4);
-        assert_eq!(&buf, &BLOB[off as usize..off as usize + 4]);
-    }
-    assert_eq!(tokens.load(Ordering::SeqCst), 1);
-    // Token requests carry the Basic credentials.
-    assert!(s
-        .seen()
-        .iter()
-        .any(|r| r.path.starts_with("/token?") && r.auth.as_deref() == Some("Basic dTpw")));
-    b.set_auth(Some(Secret::from("dTpx"))).unwrap();
-    assert!(b.set_auth(Some(Secret::from("not base64 !"))).is_err());
-    assert_eq!(b.read_at(ID, 12, &mut buf).unwrap(), 4);
-    assert_eq!(tokens.load(Ordering::SeqCst), 2);
-    assert!(s
-        .seen()
-        .iter()
-        .any(|r| r.auth.as_deref() == Some("Basic dTpx")));
-    // POST refused once, GET from then on.
-    assert_eq!(b.http_metrics().unwrap().token_requests, 3);
 }
 
 #[test]
