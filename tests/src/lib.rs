@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod mount;
+pub mod push;
 pub mod servers;
 pub mod source;
 pub mod virtiofs;
