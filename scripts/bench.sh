@@ -11,7 +11,7 @@
 #                             latency (own network namespace), with and without prefetch; bytes fetched
 #                             per byte read; vs native (scripts/bench_remote.sh, BENCH_DIR default
 #                             /var/tmp/nydus-bench-remote).
-#   scripts/bench.sh virtiofs guest fio seq 1M / rand 4k through nydusd vs QEMU's virtiofsd
+#   scripts/bench.sh virtiofs guest fio seq 1M / rand 4k of a 256 MiB file through nydusd vs QEMU's virtiofsd
 #                             (scripts/bench_virtiofs.sh, BENCH_DIR default /var/tmp/nydus-bench-virtiofs).
 #   scripts/bench.sh          create and mount.
 # Env: BENCH_DIR (default /var/tmp/nydus-bench; the tree and images are kept there and reused),

@@ -8,7 +8,7 @@
 # cache; every run starts fresh backends (virtiofsd exits after its guest
 # disconnects; nydusd gets an empty cache dir).
 # Env: BENCH_DIR (default /var/tmp/nydus-bench-virtiofs), BENCH_RUNS (3),
-#      BENCH_FILE_MIB (64), BENCH_RUNTIME (fio --runtime seconds, 10).
+#      BENCH_FILE_MIB (256: a sequential pass then lasts seconds, not one), BENCH_RUNTIME (fio --runtime seconds, 10).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -21,7 +21,7 @@ VIRTIOFSD=/usr/lib/qemu/virtiofsd
 
 RUNS=${BENCH_RUNS:-3}
 DIR=${BENCH_DIR:-/var/tmp/nydus-bench-virtiofs}
-MIB=${BENCH_FILE_MIB:-64}
+MIB=${BENCH_FILE_MIB:-256}
 RUNTIME=${BENCH_RUNTIME:-10}
 mkdir -p "$DIR"
 
@@ -31,6 +31,7 @@ NYDUSCTL=$ROOT/target/release/nydusctl
 NYDUSD=$ROOT/target/release/nydusd
 
 TREE=$DIR/tree-$MIB
+IMAGE=$DIR/image-$MIB
 if [ ! -f "$TREE/.done" ]; then
     say "making a tree with a $MIB MiB file in $TREE"
     rm -rf "$TREE" && mkdir -p "$TREE"
@@ -40,11 +41,11 @@ if [ ! -f "$TREE/.done" ]; then
     yes "nydus virtio-fs bench line of text" | head -c $((MIB - MIB / 2))M >>"$TREE/data.bin" || true
     [ "$(stat -c %s "$TREE/data.bin")" -eq $((MIB << 20)) ] || die "could not write $TREE/data.bin"
     touch "$TREE/.done"
-    rm -rf "$DIR/image"
+    rm -rf "$IMAGE"
 fi
-if [ ! -f "$DIR/image/bootstrap" ]; then
-    mkdir -p "$DIR/image/blobs"
-    "$NYDUSCTL" image create --bootstrap "$DIR/image/bootstrap" --blob-dir "$DIR/image/blobs" "$TREE" >/dev/null
+if [ ! -f "$IMAGE/bootstrap" ]; then
+    mkdir -p "$IMAGE/blobs"
+    "$NYDUSCTL" image create --bootstrap "$IMAGE/bootstrap" --blob-dir "$IMAGE/blobs" "$TREE" >/dev/null
 fi
 
 BACKEND_PID=
@@ -85,11 +86,11 @@ run_nydusd() {
     local sock=$DIR/nydusd.sock
     rm -rf "$DIR/cache" "$sock" && mkdir -p "$DIR/cache"
     cat >"$DIR/nydusd.json" <<EOF
-{"device": {"backend": {"type": "localfs", "config": {"dir": "$DIR/image/blobs"}},
+{"device": {"backend": {"type": "localfs", "config": {"dir": "$IMAGE/blobs"}},
             "cache": {"type": "blobcache", "config": {"work_dir": "$DIR/cache"}}},
  "mode": "direct", "digest_validate": false}
 EOF
-    "$NYDUSD" --sock "$sock" --config "$DIR/nydusd.json" --bootstrap "$DIR/image/bootstrap" \
+    "$NYDUSD" --sock "$sock" --config "$DIR/nydusd.json" --bootstrap "$IMAGE/bootstrap" \
         --log-level warn >/dev/null 2>>"$DIR/nydusd.log" &
     BACKEND_PID=$!
     wait_sock "$sock" "$BACKEND_PID"
