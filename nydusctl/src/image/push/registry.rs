@@ -5,7 +5,7 @@
 //! and is never formatted into a message.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
@@ -38,6 +38,8 @@ pub struct Registry {
     auth: Option<HeaderValue>,
     /// Credentials were sent: another 401 means they are wrong.
     authed: bool,
+    /// When the current Bearer token was fetched.
+    token_at: Option<Instant>,
 }
 
 /// One line for a transport error, with its causes (reqwest's own
@@ -91,6 +93,7 @@ impl Registry {
             creds,
             auth: None,
             authed: false,
+            token_at: None,
         })
     }
 
@@ -122,11 +125,16 @@ impl Registry {
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
-            if self.authed {
+            // A Bearer token may expire during a long push: fetch a new
+            // one, but a fresh token refused means the credentials are.
+            let stale = self
+                .token_at
+                .is_some_and(|t| t.elapsed() > Duration::from_secs(30));
+            if self.authed && !stale {
                 // Without credentials we only had an anonymous token.
                 return Err(match self.creds {
                     Some(_) => self.refused(),
-                    None => self.basic().unwrap_err(),
+                    None => self.needs_credentials(),
                 });
             }
             let challenge = resp
@@ -144,13 +152,17 @@ impl Registry {
         format!("registry refused credentials for {}", self.repo)
     }
 
+    fn needs_credentials(&self) -> String {
+        format!(
+            "registry requires credentials for {}: pass --user with the password on \
+             --password-stdin or in NYDUS_REGISTRY_PASSWORD",
+            self.repo
+        )
+    }
+
     fn basic(&self) -> Result<HeaderValue, String> {
         let Some(c) = &self.creds else {
-            return Err(format!(
-                "registry requires credentials for {}: pass --user with the password on \
-                 --password-stdin or in NYDUS_REGISTRY_PASSWORD",
-                self.repo
-            ));
+            return Err(self.needs_credentials());
         };
         let raw = format!("{}:{}", c.user, c.password);
         let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
@@ -203,7 +215,7 @@ impl Registry {
                 return Err(self.refused())
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(self.basic().unwrap_err())
+                return Err(self.needs_credentials())
             }
             s => return Err(format!("token server {realm} answered {s}")),
         }
@@ -221,6 +233,7 @@ impl Registry {
             .map_err(|_| format!("token server {realm}: token is not a valid header value"))?;
         v.set_sensitive(true);
         self.auth = Some(v);
+        self.token_at = Some(Instant::now());
         Ok(())
     }
 
