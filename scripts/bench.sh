@@ -7,11 +7,19 @@
 #                             EROFS mount (mkfs.erofs), squashfuse, and native: start to first stat,
 #                             stat walk cold/warm, whole-tree read cold/warm, fio seq 1 MiB / rand 4 KiB
 #                             of a 64 MiB file, nydusd peak RSS; printed as ratios to native.
-#   scripts/bench.sh          both.
+#   scripts/bench.sh remote   a start-up file set read cold from an object store behind 10 ms of netem
+#                             latency (own network namespace), with and without prefetch; bytes fetched
+#                             per byte read; vs native (scripts/bench_remote.sh, BENCH_DIR default
+#                             /var/tmp/nydus-bench-remote).
+#   scripts/bench.sh virtiofs guest fio seq 1M / rand 4k of a 256 MiB file through nydusd vs QEMU's virtiofsd
+#                             (scripts/bench_virtiofs.sh, BENCH_DIR default /var/tmp/nydus-bench-virtiofs).
+#   scripts/bench.sh          create and mount.
 # Env: BENCH_DIR (default /var/tmp/nydus-bench; the tree and images are kept there and reused),
 #      BENCH_RUNS, BENCH_PROFILE (mktree profile, default big).
 # Needs root (drop_caches, mounts). Machines are shared and noisy: compare the ratios, not seconds.
 set -euo pipefail
+# remote and virtiofs have their own scripts, tree and BENCH_DIR.
+case "${1:-}" in remote | virtiofs) [ $# -eq 1 ] && exec "$(dirname "$0")/bench_$1.sh" ;; esac
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 need_cargo
@@ -84,6 +92,7 @@ for s in "${sections[@]}"; do
     case $s in
         create) bench_create ;;
         mount) bench_mount ;;
-        *) die "unknown section '$s' (create, mount)" ;;
+        remote | virtiofs) BENCH_DIR= "$ROOT/scripts/bench_$s.sh" ;;
+        *) die "unknown section '$s' (create, mount, remote, virtiofs)" ;;
     esac
 done

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod mount;
+pub mod push;
 pub mod secrets;
 pub mod servers;
 pub mod source;

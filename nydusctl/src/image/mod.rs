@@ -1,10 +1,11 @@
-//! `nydusctl image ...`: build, inspect, verify and list RAFS images.
+//! `nydusctl image ...`: build, inspect, verify, list and push RAFS images.
 
 mod build;
 mod check;
 mod create;
 mod inspect;
 mod ls;
+mod push;
 
 use clap::Subcommand;
 
@@ -18,6 +19,8 @@ pub enum ImageCommand {
     Check(check::CheckArgs),
     /// List the tree of an image (`--manifest`: exactly as manifest.py prints it).
     Ls(ls::LsArgs),
+    /// Push an image to an OCI registry (data blobs, bootstrap layer, manifest).
+    Push(push::PushArgs),
 }
 
 /// Runs one image subcommand; `Err` is the one-line message to print.
@@ -27,5 +30,6 @@ pub fn run(cmd: ImageCommand) -> Result<(), String> {
         ImageCommand::Inspect(args) => inspect::run(args),
         ImageCommand::Check(args) => check::run(args),
         ImageCommand::Ls(args) => ls::run(args),
+        ImageCommand::Push(args) => push::run(args),
     }
 }
