@@ -82,6 +82,9 @@ pub struct OpenRequest<'a> {
     /// Opens reach us and return the image tag as the handle (else the
     /// kernel skips opens and every handle is 0).
     pub tagged_handles: bool,
+    /// A new mount rather than a successor worker re-opening its
+    /// predecessor's: only a new mount records its start-up reads.
+    pub fresh_start: bool,
 }
 
 /// Opens `req.bootstrap` with `req.config`. The error is one line naming the
@@ -99,6 +102,9 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     }
     let chunk_size = reader.super_info().chunk_size;
     let readahead = readahead(bootstrap, config, &device);
+    if let (Some(ra), false) = (&readahead, req.fresh_start) {
+        ra.stop_recording();
+    }
     let device = Arc::new(DeviceData {
         device,
         chunk_size,

@@ -86,6 +86,9 @@ pub struct Daemon {
     events: Sender<Event>,
     /// The kernel skips FUSE OPEN/RELEASE (see `Daemon::new`).
     zero_message_open: bool,
+    /// Re-opening a predecessor's mounts: they are not fresh starts, so
+    /// their reads must not replace the recorded start-up (readahead).
+    restoring: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -163,6 +166,7 @@ impl Daemon {
             notifier: Mutex::new(None),
             events,
             zero_message_open,
+            restoring: AtomicBool::new(false),
         }
     }
 
@@ -273,6 +277,12 @@ impl Daemon {
         Ok(())
     }
 
+    /// Marks the mounts made from now on as restored from a predecessor
+    /// (`true`) or fresh (`false`).
+    pub fn set_restoring(&self, on: bool) {
+        self.restoring.store(on, Ordering::Relaxed);
+    }
+
     /// Opens the instance and puts it at `path` in the Vfs (over any
     /// instance already there), then records it and returns the record it
     /// replaced. Called with the table lock.
@@ -295,6 +305,7 @@ impl Daemon {
             on_failure: Some(self.failure_hook()),
             shared_connection: path != "/",
             tagged_handles: !self.zero_message_open,
+            fresh_start: !self.restoring.load(Ordering::Relaxed),
         })?;
         let device = opened.device.clone();
         let reader = opened.fs.reader().clone();

@@ -124,6 +124,12 @@ impl Readahead {
         }
     }
 
+    /// Closes the window without writing: a successor worker's reads are
+    /// not the image's start-up, and the kept log stays as it is.
+    pub fn stop_recording(&self) {
+        self.recorder.close();
+    }
+
     /// Closes the window and writes what it recorded (tmp + rename, so a
     /// crash leaves the old log or the new one). A window in which nothing
     /// was read keeps the old log: a mount that only served from the cache
@@ -210,5 +216,22 @@ mod tests {
         assert!(other.load().is_empty());
         std::fs::write(&again.path, b"NYDUSACL garbage").unwrap();
         assert!(again.load().is_empty());
+    }
+
+    #[test]
+    fn a_successor_keeps_the_recorded_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot");
+        std::fs::write(&boot, b"bootstrap").unwrap();
+        let blobs = vec!["b0".to_string()];
+        let first = Readahead::new(&boot, dir.path(), blobs.clone(), 1).unwrap();
+        let file = [r(0, 2, 0), r(0, 3, 10)];
+        first.recorder.touch(&file, 10, 0, 10);
+        first.finish();
+        let successor = Readahead::new(&boot, dir.path(), blobs, 1).unwrap();
+        successor.stop_recording();
+        successor.recorder.touch(&file, 10, 10, 20);
+        successor.finish();
+        assert_eq!(successor.load(), vec![(0, 2)]);
     }
 }

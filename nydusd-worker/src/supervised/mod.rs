@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuse_backend_rs::transport::{FuseDevWriter, FuseSession};
-use nydus_protocol::handoff::{WorkerMsg, WorkerState};
+use nydus_protocol::handoff::{MountEntry, WorkerMsg, WorkerState};
 
 use crate::cli::Cli;
 use crate::daemon::{Daemon, Event};
@@ -104,19 +104,10 @@ impl Takeover {
     pub fn restore(&self, daemon: &Daemon) -> Result<(), String> {
         let mut mounts = self.state.mounts.clone();
         mounts.sort_by_key(|m| m.index);
-        for m in &mounts {
-            let config = ConfigSource::Text {
-                text: m.config.clone(),
-                origin: format!("handed-over config of {}", m.path),
-                image_pull_auth: None,
-            };
-            daemon.mount(
-                &m.path,
-                PathBuf::from(&m.bootstrap),
-                &config,
-                m.prefetch_files.clone(),
-            )?;
-        }
+        daemon.set_restoring(true);
+        let reopened = self.reopen(daemon, &mounts);
+        daemon.set_restoring(false);
+        reopened?;
         let got: Vec<(String, u8)> = daemon
             .mount_table()
             .into_iter()
@@ -136,6 +127,24 @@ impl Takeover {
             restore_vfs(daemon, &self.state.vfs_state)?;
         }
         self.wait_activation()
+    }
+
+    /// Mounts each handed-over image again, in the given order.
+    fn reopen(&self, daemon: &Daemon, mounts: &[MountEntry]) -> Result<(), String> {
+        for m in mounts {
+            let config = ConfigSource::Text {
+                text: m.config.clone(),
+                origin: format!("handed-over config of {}", m.path),
+                image_pull_auth: None,
+            };
+            daemon.mount(
+                &m.path,
+                PathBuf::from(&m.bootstrap),
+                &config,
+                m.prefetch_files.clone(),
+            )?;
+        }
+        Ok(())
     }
 
     /// virtio-fs: once restored, asks the supervisor to stop the old worker
