@@ -39,6 +39,9 @@ pub fn parse_record(file: &[u8], offset: u64) -> Result<(ChunkInfo, u64)> {
     Ok((info, b.u64(64)?))
 }
 
+/// Record positions sorted by key.
+type Index = Vec<(ChunkKey, u32)>;
+
 /// The bootstrap chunk table (§3.17), indexed on first use.
 ///
 /// Opening an image only checks the table's extent (`ExtSuper::parse`);
@@ -53,7 +56,7 @@ pub struct ChunkTable {
     chunk_size: u32,
     block_size: u64,
     /// `None`: the records themselves are in key order.
-    index: OnceLock<Result<Option<Vec<(ChunkKey, u32)>>>>,
+    index: OnceLock<Result<Option<Index>>>,
 }
 
 impl ChunkTable {
@@ -110,7 +113,7 @@ impl ChunkTable {
     }
 
     /// Checks every record against the blob table and indexes them.
-    fn build(&self, file: &[u8], blobs: &[BlobInfo]) -> Result<Option<Vec<(ChunkKey, u32)>>> {
+    fn build(&self, file: &[u8], blobs: &[BlobInfo]) -> Result<Option<Index>> {
         let mut keys = Vec::new();
         let mut sorted = true;
         let mut last = None;
