@@ -141,8 +141,8 @@ impl ChunkTable {
         if sorted {
             return Ok(None);
         }
-        // Stable: for duplicate keys the first record wins.
-        keys.sort_by_key(|&(k, _)| k);
+        // By position too: for duplicate keys the first record wins.
+        keys.sort_unstable();
         keys.dedup_by_key(|&mut (k, _)| k);
         keys.shrink_to_fit();
         Ok(Some(keys))
