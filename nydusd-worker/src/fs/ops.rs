@@ -7,9 +7,11 @@ use std::io;
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, GetxattrReply, ListxattrReply, ZeroCopyWriter,
 };
-use nydus_protocol::rafs::FileKind;
+use fuse_backend_rs::common::file_buf::FileVolatileSlice;
+use fuse_backend_rs::common::file_traits::FileReadWriteVolatile;
+use nydus_protocol::rafs::{ChunkRef, FileKind};
 
-use super::{errno, rafs_errno, Fop, RafsFs};
+use super::{errno, rafs_errno, FileData, Fop, RafsFs};
 
 /// (name, value) pairs of one inode.
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -127,19 +129,16 @@ impl RafsFs {
             log::error!("chunks of inode {ino}: {e}");
             errno(libc::EIO)
         })?;
-        let mut buf = vec![0u8; len];
-        let n = self
-            .data
-            .read(&chunks, inode.size, offset, &mut buf)
-            .map_err(|e| {
-                // The storage layer logged the cause once; an error line
-                // here would repeat it for every read of a broken file.
-                log::debug!("read of inode {ino} at {offset}+{len} failed: {e}");
-                errno(libc::EIO)
-            })?;
-        let n = n.min(len);
-        w.write_all(&buf[..n])?;
-        Ok(n)
+        // Straight into the reply buffer: no chunk-sized buffer to allocate
+        // (page-faulting 256 fresh pages), zero and copy again per request.
+        let mut src = FileSource {
+            data: &*self.data,
+            chunks: &chunks,
+            size: inode.size,
+            ino,
+        };
+        w.write_all_from(&mut src, len, offset)?;
+        Ok(len)
     }
 
     fn xattr_list(&self, ino: u64) -> io::Result<Xattrs> {
@@ -235,5 +234,67 @@ fn size_reply<R>(
         Err(errno(libc::ERANGE))
     } else {
         Ok(full(data))
+    }
+}
+
+/// A regular file's bytes as the FUSE writer's data source.
+struct FileSource<'a> {
+    data: &'a dyn FileData,
+    chunks: &'a [ChunkRef],
+    size: u64,
+    ino: u64,
+}
+
+impl FileReadWriteVolatile for FileSource<'_> {
+    fn read_volatile(&mut self, _slice: FileVolatileSlice<'_>) -> io::Result<usize> {
+        Err(errno(libc::EINVAL))
+    }
+
+    fn write_volatile(&mut self, _slice: FileVolatileSlice<'_>) -> io::Result<usize> {
+        Err(errno(libc::EROFS))
+    }
+
+    fn read_at_volatile(&mut self, slice: FileVolatileSlice<'_>, offset: u64) -> io::Result<usize> {
+        // SAFETY: the slice is the unwritten part of the reply buffer the
+        // writer hands us for this call only: valid, initialised memory
+        // (the transports allocate it zero-filled or as guest memory) that
+        // nothing else touches until we return.
+        let buf = unsafe { std::slice::from_raw_parts_mut(slice.as_ptr(), slice.len()) };
+        self.data
+            .read(self.chunks, self.size, offset, buf)
+            .map_err(|e| {
+                // The storage layer logged the cause once; an error line
+                // here would repeat it for every read of a broken file.
+                log::debug!(
+                    "read of inode {} at {offset}+{} failed: {e}",
+                    self.ino,
+                    buf.len()
+                );
+                errno(libc::EIO)
+            })
+    }
+
+    fn read_vectored_at_volatile(
+        &mut self,
+        bufs: &[FileVolatileSlice<'_>],
+        offset: u64,
+    ) -> io::Result<usize> {
+        let mut done = 0;
+        for slice in bufs {
+            let n = self.read_at_volatile(*slice, offset + done as u64)?;
+            done += n;
+            if n < slice.len() {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_at_volatile(
+        &mut self,
+        _slice: FileVolatileSlice<'_>,
+        _offset: u64,
+    ) -> io::Result<usize> {
+        Err(errno(libc::EROFS))
     }
 }

@@ -305,3 +305,9 @@ fn xattrs_beside_other_mounts_are_empty_not_enosys() {
         ListxattrReply::Count(0)
     ));
 }
+
+#[test]
+fn flush_is_enosys_so_the_kernel_stops_sending_it() {
+    let f = fs(false, false, false);
+    assert_eq!(err(f.flush(&ctx(), 2, 0, 0)), libc::ENOSYS);
+}

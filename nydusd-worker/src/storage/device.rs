@@ -168,11 +168,12 @@ impl BlobDevice {
         let end = file_size.min(offset.saturating_add(buf.len() as u64));
         let n = (end - offset) as usize;
         let out = &mut buf[..n];
-        out.fill(0);
         let span = u64::from(chunk_size.max(1));
         let first = chunks.partition_point(|c| c.file_offset.saturating_add(span) <= offset);
-        let mut pending = Vec::new();
+        let mut pieces = Vec::new();
         let mut next = first;
+        // Bytes [0, contiguous) of `out` are covered by the pieces so far.
+        let mut contiguous = 0;
         for r in chunks[first..].iter().take_while(|r| r.file_offset < end) {
             next += 1;
             let info = self.resolve(r)?;
@@ -183,11 +184,24 @@ impl BlobDevice {
             if from >= to {
                 continue;
             }
-            let piece = Piece {
+            let dst = (from - offset) as usize..(to - offset) as usize;
+            if dst.start == contiguous {
+                contiguous = dst.end;
+            }
+            pieces.push(Piece {
                 info,
                 within: (from - r.file_offset) as usize,
-                dst: (from - offset) as usize..(to - offset) as usize,
-            };
+                dst,
+            });
+        }
+        // Pieces that tile the whole range leave no hole: skip zeroing a
+        // buffer they overwrite anyway (it holds an earlier reply's bytes,
+        // so any gap must still be zeroed).
+        if contiguous < n {
+            out.fill(0);
+        }
+        let mut pending = Vec::new();
+        for piece in pieces {
             if !self.read_cached(&piece, out) {
                 pending.push(piece);
             }

@@ -1,6 +1,7 @@
 //! RAFS v6: an EROFS image with a RAFS extension (format doc §3).
 //!
-//! `V6Reader::open` validates the fixed structures and tables up front;
+//! `V6Reader::open` validates the fixed structures and tables up front (the
+//! chunk table's records on first use, see `ChunkTable`);
 //! inodes and directories are decoded on demand from the backing bytes.
 //! Inode numbers are nids, as upstream `nydusd` reports them (so hardlinks,
 //! which share a nid, share an inode number).
@@ -13,12 +14,10 @@ mod inode;
 mod layout;
 mod xattr;
 
-use std::collections::HashMap;
-
 pub use blob_entry::BlobExtra;
 pub use dump::structures;
 
-use self::chunks::ChunkKey;
+use self::chunks::{ChunkKey, ChunkTable};
 use self::dir::Dir;
 use self::inode::RawInode;
 use self::layout::{DeviceSlot, ErofsSuper, ExtSuper};
@@ -41,7 +40,7 @@ pub struct V6Reader {
     devices: Vec<DeviceSlot>,
     blobs: Vec<BlobInfo>,
     blob_extra: Vec<BlobExtra>,
-    chunk_table: HashMap<ChunkKey, ChunkInfo>,
+    chunk_table: ChunkTable,
     prefetch: Vec<u64>,
 }
 
@@ -82,14 +81,12 @@ impl V6Reader {
             blob_extra.push(extra);
         }
         let block_size = sb.block_size();
-        let chunk_table = chunks::load_table(
-            file,
+        let chunk_table = ChunkTable::new(
             ext.chunk_table_offset,
             ext.chunk_table_size,
-            &blobs,
             ext.chunk_size,
             block_size,
-        )?;
+        );
         let mut reader = V6Reader {
             info: SuperInfo {
                 version: FsVersion::V6,
@@ -166,8 +163,8 @@ impl V6Reader {
     }
 
     /// The bootstrap chunk table's descriptor for a chunk, if it has one.
-    pub fn chunk_table_entry(&self, key: ChunkKey) -> Option<ChunkInfo> {
-        self.chunk_table.get(&key).copied()
+    pub fn chunk_table_entry(&self, key: ChunkKey) -> Result<Option<ChunkInfo>> {
+        self.chunk_table.get(self.file(), &self.blobs, key)
     }
 }
 

@@ -1,9 +1,7 @@
 //! Synthetic v6 pieces: multi-block directories, xattr areas, compact
 //! inodes and the chunk index worked example of the format doc.
 
-use std::collections::HashMap;
-
-use super::chunks::file_chunks;
+use super::chunks::{file_chunks, ChunkTable};
 use super::dir::Dir;
 use super::inode::RawInode;
 use super::xattr::xattrs;
@@ -221,7 +219,7 @@ fn compact_inodes_and_the_chunk_index_example() {
         &raw,
         std::slice::from_ref(&blob),
         4096,
-        &HashMap::new(),
+        &ChunkTable::new(0, 0, 4096, 4096),
     )
     .unwrap();
     assert_eq!(chunks.len(), 2);
@@ -249,7 +247,7 @@ fn compact_inodes_and_the_chunk_index_example() {
         &raw,
         std::slice::from_ref(&blob),
         4096,
-        &HashMap::new()
+        &ChunkTable::new(0, 0, 4096, 4096)
     )
     .is_err());
     bad[34] = 2;
@@ -258,7 +256,7 @@ fn compact_inodes_and_the_chunk_index_example() {
         &raw,
         std::slice::from_ref(&blob),
         4096,
-        &HashMap::new()
+        &ChunkTable::new(0, 0, 4096, 4096)
     )
     .is_err());
 }
@@ -280,4 +278,52 @@ fn inodes_with_invalid_layouts_or_modes_are_errors() {
     }
     assert!(RawInode::parse(&[0u8; 16], 0, 0).is_err());
     assert!(RawInode::parse(&[0u8; 64], u64::MAX, 1).is_err());
+}
+
+/// One 80-byte chunk table record: (blob, chunk, uncompressed offset, size).
+fn chunk_record(blob: u32, chunk: u32, uoff: u64, size: u32) -> Vec<u8> {
+    let mut r = vec![0u8; 80];
+    r[32..36].copy_from_slice(&blob.to_le_bytes());
+    r[40..44].copy_from_slice(&size.to_le_bytes());
+    r[44..48].copy_from_slice(&size.to_le_bytes());
+    r[56..64].copy_from_slice(&uoff.to_le_bytes());
+    r[72..76].copy_from_slice(&chunk.to_le_bytes());
+    r
+}
+
+#[test]
+fn chunk_table_is_searched_in_place_or_indexed_and_checked_on_first_use() {
+    let blob = BlobInfo {
+        index: 0,
+        blob_id: "b".into(),
+        chunk_count: 8,
+        compressed_size: 0,
+        uncompressed_size: 0,
+        compressor: Compressor::Zstd,
+        digester: Digester::Blake3,
+        chunk_size: 4096,
+        features: 1,
+        meta: None,
+    };
+    let blobs = std::slice::from_ref(&blob);
+    for order in [[0u32, 1, 2, 5], [5, 2, 0, 1]] {
+        let mut file = vec![0u8; 16];
+        for c in order {
+            file.extend(chunk_record(0, c, u64::from(c) * 4096, 100 + c));
+        }
+        let t = ChunkTable::new(16, 4 * 80, 4096, 4096);
+        for c in [0u32, 1, 2, 5] {
+            let got = t.get(&file, blobs, (0, c, u64::from(c))).unwrap().unwrap();
+            assert_eq!((got.chunk_index, got.uncompressed_size), (c, 100 + c));
+        }
+        assert_eq!(t.get(&file, blobs, (0, 3, 3)).unwrap(), None);
+        assert_eq!(t.get(&file, blobs, (0, 5, 4)).unwrap(), None);
+    }
+    // A bad record anywhere fails every lookup, naming its offset.
+    let mut file = vec![0u8; 16];
+    file.extend(chunk_record(0, 0, 0, 100));
+    file.extend(chunk_record(0, 9, 4096, 100));
+    let t = ChunkTable::new(16, 2 * 80, 4096, 4096);
+    let e = t.get(&file, blobs, (0, 0, 0)).unwrap_err().to_string();
+    assert!(e.contains("0x60") && e.contains("chunk index 9"), "{e}");
 }
