@@ -4,8 +4,8 @@
 #   scripts/bench.sh create   nydusctl image create of the mktree `big` tree vs mksquashfs -comp zstd:
 #                             wall time and peak RSS.
 #   scripts/bench.sh mount    the same tree served by nydusd (FUSE, localfs + blobcache), the kernel's
-#                             EROFS mount (mkfs.erofs), squashfuse, and native: start to first stat,
-#                             stat walk cold/warm, whole-tree read cold/warm, fio seq 1 MiB / rand 4 KiB
+#                             EROFS mount (mkfs.erofs), squashfuse, and native: start to first stat
+#                             (caches dropped, and again with the binary cached), stat walk cold/warm, whole-tree read cold/warm, fio seq 1 MiB / rand 4 KiB
 #                             of a 64 MiB file, nydusd peak RSS; printed as ratios to native.
 #   scripts/bench.sh remote   a start-up file set read cold from an object store behind 10 ms of netem
 #                             latency (own network namespace), with and without prefetch; bytes fetched

@@ -46,22 +46,33 @@ class Target:
     def path(self):
         return self.args.tree if self.name == "native" else self.mnt
 
+    def prepare(self):
+        """Work that is not the daemon's start: an empty blob cache (the
+        last run's can hold hundreds of MiB to delete) and the config."""
+        a = self.args
+        if self.name != "nydusd":
+            return
+        cache = os.path.join(a.dir, "cache")
+        sh(f"rm -rf {cache} && mkdir -p {cache}")
+        with open(os.path.join(a.dir, "nydusd.json"), "w") as f:
+            json.dump({"device": {"backend": {"type": "localfs", "config": {"dir": f"{a.dir}/nydus/blobs"}},
+                                  "cache": {"type": "blobcache", "config": {"work_dir": cache}}},
+                       "mode": "direct", "digest_validate": False}, f)
+        self.prepared = True
+
     def mount(self):
         a = self.args
         if self.name == "native":
             return
+        if not getattr(self, "prepared", False):
+            self.prepare()
+        self.prepared = False
         if self.name == "erofs":
             sh(f"mount -t erofs -o ro,loop {a.dir}/tree.erofs {self.mnt}")
         elif self.name == "squashfuse":
             sh(f"squashfuse {a.dir}/tree.sqfs {self.mnt}")
         elif self.name == "nydusd":
-            cache = os.path.join(a.dir, "cache")
-            sh(f"rm -rf {cache} && mkdir -p {cache}")
             cfg = os.path.join(a.dir, "nydusd.json")
-            with open(cfg, "w") as f:
-                json.dump({"device": {"backend": {"type": "localfs", "config": {"dir": f"{a.dir}/nydus/blobs"}},
-                                      "cache": {"type": "blobcache", "config": {"work_dir": cache}}},
-                           "mode": "direct", "digest_validate": False}, f)
             self.proc = subprocess.Popen([a.nydusd, "--config", cfg, "--mountpoint", self.mnt, "--bootstrap",
                                           f"{a.dir}/nydus/bootstrap", "--log-level", "warn"],
                                          stdout=subprocess.DEVNULL, stderr=open(f"{a.dir}/nydusd.log", "a"))
@@ -73,6 +84,7 @@ class Target:
 
     def first_stat(self, probe):
         """Seconds from starting the mount to the first successful stat of probe."""
+        self.prepare()
         t0 = time.perf_counter()
         self.mount()
         while True:
@@ -126,6 +138,13 @@ def one_run(t, probe, big_file):
     r["fio rand 4k cold (s)"] = fio(os.path.join(t.path(), big_file), "randread", "4k")
     r["peak RSS (MiB)"] = t.peak_rss_mib()
     t.umount()
+    # Start again with the program and image in the page cache, as when a
+    # node starts its next container: what is left is the daemon's own work.
+    if t.name != "native":
+        r["start, binary cached (s)"] = t.first_stat(probe)
+        t.umount()
+    else:
+        r["start, binary cached (s)"] = None
     return r
 
 
