@@ -5,10 +5,12 @@
 #                             wall time and peak RSS.
 #   scripts/bench.sh mount    the same tree served by nydusd (FUSE, localfs + blobcache), the kernel's
 #                             EROFS mount (mkfs.erofs), squashfuse, and native: start to first stat
-#                             (caches dropped, and again with the binary cached), stat walk cold/warm, whole-tree read cold/warm, fio seq 1 MiB / rand 4 KiB
-#                             of a 64 MiB file, nydusd peak RSS; printed as ratios to native.
+#                             (caches dropped, and again with the binary cached), stat walk cold/warm,
+#                             whole-tree read cold/warm, fio seq 1 MiB / rand 4 KiB of a 64 MiB file,
+#                             nydusd peak RSS; printed as ratios to native.
 #   scripts/bench.sh remote   a start-up file set read cold from an object store behind 10 ms of netem
-#                             latency (own network namespace), with and without prefetch; bytes fetched
+#                             latency (own network namespace; without netem in the kernel, the store's
+#                             own per-request latency), with and without prefetch; bytes fetched
 #                             per byte read; vs native (scripts/bench_remote.sh, BENCH_DIR default
 #                             /var/tmp/nydus-bench-remote).
 #   scripts/bench.sh virtiofs guest fio seq 1M / rand 4k of a 256 MiB file through nydusd vs QEMU's virtiofsd
