@@ -8,3 +8,4 @@ pub mod api;
 pub mod config;
 pub mod handoff;
 pub mod rafs;
+pub mod www_authenticate;

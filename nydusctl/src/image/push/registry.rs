@@ -173,7 +173,7 @@ impl Registry {
     }
 
     fn authenticate(&mut self, challenge: &str) -> Result<(), String> {
-        let (scheme, params) = parse_challenge(challenge);
+        let (scheme, params) = nydus_protocol::www_authenticate::parse(challenge);
         match scheme.as_str() {
             "basic" => {
                 self.auth = Some(self.basic()?);
@@ -315,53 +315,5 @@ impl Registry {
             })
             .unwrap_or_default();
         format!("{method} {what}: registry answered {status}{detail}")
-    }
-}
-
-/// Splits `Scheme k="v",k2=v2` into the lowercase scheme and its params.
-fn parse_challenge(v: &str) -> (String, Vec<(String, String)>) {
-    let v = v.trim();
-    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-    let mut params = Vec::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        while chars.next_if(|c| *c == ',' || c.is_whitespace()).is_some() {}
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.trim().is_empty() {
-            break;
-        }
-        let mut val = String::new();
-        if chars.next_if_eq(&'"').is_some() {
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => val.extend(chars.next()),
-                    '"' => break,
-                    c => val.push(c),
-                }
-            }
-        } else {
-            val = chars.by_ref().take_while(|c| *c != ',').collect();
-        }
-        params.push((key.trim().to_ascii_lowercase(), val.trim().to_string()));
-    }
-    (scheme.to_ascii_lowercase(), params)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_challenge;
-
-    #[test]
-    fn challenges() {
-        let (s, p) = parse_challenge(
-            r#"Bearer realm="https://a/token",service="reg, x",scope="repository:r:pull""#,
-        );
-        assert_eq!(s, "bearer");
-        assert_eq!(p[0], ("realm".into(), "https://a/token".into()));
-        assert_eq!(p[1], ("service".into(), "reg, x".into()));
-        assert_eq!(p[2], ("scope".into(), "repository:r:pull".into()));
-        let (s, p) = parse_challenge(r#"Basic realm=Registry"#);
-        assert_eq!((s.as_str(), p.len()), ("basic", 1));
-        assert_eq!(parse_challenge("").0, "");
     }
 }

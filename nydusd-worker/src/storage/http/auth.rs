@@ -52,35 +52,9 @@ pub(crate) enum Scheme {
 /// Parses `Basic realm="x"` or `Bearer realm="..",service="..",scope=".."`
 /// (values may be quoted and contain commas).
 pub(crate) fn parse_challenge(v: &str) -> Option<Scheme> {
-    let v = v.trim();
-    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-    let mut params = Vec::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        let mut val = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => val.extend(chars.next()),
-                    '"' => break,
-                    c => val.push(c),
-                }
-            }
-        } else {
-            val = chars.by_ref().take_while(|c| *c != ',').collect();
-        }
-        params.push((key.trim().to_ascii_lowercase(), val.trim().to_string()));
-    }
+    let (scheme, params) = nydus_protocol::www_authenticate::parse(v);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    match scheme.to_ascii_lowercase().as_str() {
+    match scheme.as_str() {
         "basic" => Some(Scheme::Basic),
         "bearer" => Some(Scheme::Bearer(Challenge {
             realm: get("realm").filter(|r| !r.is_empty())?,
