@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::secrets::b64;
 use crate::servers::Registry;
 
 /// How the password reaches `nydusctl image push`.
@@ -150,25 +151,6 @@ pub fn logged_requests(registry_dir: &Path, method: &str) -> usize {
     let log = std::fs::read_to_string(registry_dir.join("registry.log")).unwrap_or_default();
     let needle = format!("\"{method} /v2/");
     log.lines().filter(|l| l.contains(&needle)).count()
-}
-
-/// Standard base64 (for the backend's `auth` key).
-pub fn b64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in s.as_bytes().chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                T[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 /// A registry backend config reading `repo` from `r` (with `auth` as

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::source::Entry;
+use crate::source::{parse, Entry};
 use crate::{nydusd_bin, shared_script};
 
 /// One guest at a time: two TCG guests on two cores would starve each other.
@@ -237,4 +237,23 @@ pub fn diffs(
         ));
     }
     out
+}
+
+/// The `n` biggest regular files of a manifest whose names need no
+/// quoting in a guest shell script (busybox `sh`, no escapes).
+pub fn biggest_plain_files(manifest: &Path, n: usize) -> Vec<Entry> {
+    let text =
+        std::fs::read_to_string(manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+    let mut files: Vec<Entry> = parse(&text)
+        .into_iter()
+        .filter(|e| {
+            e.is_file()
+                && e.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"./-_".contains(&b))
+        })
+        .collect();
+    files.sort_by_key(|e| std::cmp::Reverse(e.field("size").parse::<u64>().unwrap_or(0)));
+    files.truncate(n);
+    files
 }

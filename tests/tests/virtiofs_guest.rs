@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nydus_e2e::mount::{now_secs, v1_config};
-use nydus_e2e::source::{make_tree, manifest, parse, Entry};
-use nydus_e2e::virtiofs::{diffs, guest, parse_listing, start_nydusd, LIST};
+use nydus_e2e::source::{make_tree, manifest, parse};
+use nydus_e2e::virtiofs::{biggest_plain_files, diffs, guest, parse_listing, start_nydusd, LIST};
 use nydus_e2e::{api, fixtures, nydusctl_bin, nydusd_bin, servers::run_timeout, Fixture};
 
 /// A builder round-trip image of the mktree `small` tree (every edge case:
@@ -176,18 +176,7 @@ fn parallel_reads_then_next_guest_after_kill() {
         &tmp.path().join("nydusd.log"),
     );
     // The 4 biggest files with plain names, and their expected hashes.
-    let text = std::fs::read_to_string(&fx.expected_manifest).expect("manifest");
-    let mut files: Vec<Entry> = parse(&text)
-        .into_iter()
-        .filter(|e| {
-            e.is_file()
-                && e.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"./-_".contains(&b))
-        })
-        .collect();
-    files.sort_by_key(|e| std::cmp::Reverse(e.field("size").parse::<u64>().unwrap_or(0)));
-    files.truncate(4);
+    let files = biggest_plain_files(&fx.expected_manifest, 4);
     let secs: u64 = std::env::var("NYDUS_VIRTIOFS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

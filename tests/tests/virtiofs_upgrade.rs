@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nydus_e2e::fixtures;
-use nydus_e2e::source::{parse, Entry};
-use nydus_e2e::virtiofs::guest;
+use nydus_e2e::source::Entry;
+use nydus_e2e::virtiofs::{biggest_plain_files, guest};
 use supervisor_support::Supervisor;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -69,18 +69,7 @@ fn guest_reads_through_upgrades() {
         .into_iter()
         .find(|f| f.name == "mini-v6-zstd-sha256")
         .expect("fixture mini-v6-zstd-sha256");
-    let text = std::fs::read_to_string(&fx.expected_manifest).expect("manifest");
-    let mut files: Vec<Entry> = parse(&text)
-        .into_iter()
-        .filter(|e| {
-            e.is_file()
-                && e.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"./-_".contains(&b))
-        })
-        .collect();
-    files.sort_by_key(|e| std::cmp::Reverse(e.field("size").parse::<u64>().unwrap_or(0)));
-    files.truncate(4);
+    let files = biggest_plain_files(&fx.expected_manifest, 4);
 
     let mut sup = Supervisor::start();
     // An id must stay a plain file name (it names the worker's log).
