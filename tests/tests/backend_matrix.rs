@@ -78,17 +78,21 @@ struct Backend<'a> {
 
 /// Mounts every fixture and `built` from `b` with each cache and checks
 /// them; collects every failure before panicking, so one run shows the
-/// whole row of the matrix. The caches run side by side: the time goes
-/// to waiting on the servers (object-store-server answers slowly), not
-/// to CPU.
+/// whole row of the matrix. All mounts of a backend run side by side: the
+/// time goes to waiting on the server (object-store-server takes ~30 ms
+/// per request), not to CPU.
 fn check_backend(b: &Backend<'_>, built: &Built, tmp: &Path) {
     let all = fixtures();
     assert_eq!(all.len(), FIXTURES, "fixtures under shared/fixtures/rafs");
+    let began = std::time::Instant::now();
     let rows: Vec<(Vec<String>, Exposed)> = std::thread::scope(|s| {
-        let handles: Vec<_> = CACHES
-            .iter()
-            .map(|cache| s.spawn(|| check_cache(b, built, &all, cache, tmp)))
-            .collect();
+        let mut handles = Vec::new();
+        for cache in CACHES {
+            for fx in &all {
+                handles.push(s.spawn(move || check_fixture(b, fx, cache, tmp)));
+            }
+            handles.push(s.spawn(move || check_built(b, built, cache, tmp)));
+        }
         handles
             .into_iter()
             .map(|h| {
@@ -97,12 +101,13 @@ fn check_backend(b: &Backend<'_>, built: &Built, tmp: &Path) {
             })
             .collect()
     });
+    eprintln!("{}: {} mounts in {:?}", b.kind, rows.len(), began.elapsed());
     let failures: Vec<String> = rows.iter().flat_map(|r| r.0.clone()).collect();
     assert!(
         failures.is_empty(),
         "{} of {} mounts over {} failed:\n{}",
         failures.len(),
-        (FIXTURES + 1) * CACHES.len(),
+        rows.len(),
         b.kind,
         failures.join("\n\n")
     );
@@ -111,49 +116,51 @@ fn check_backend(b: &Backend<'_>, built: &Built, tmp: &Path) {
     }
 }
 
-/// One cache's row: the failures and what the daemons exposed.
-fn check_cache(
+/// One fixture over `b` + `cache`: the failures and what the daemon exposed.
+fn check_fixture(
     b: &Backend<'_>,
-    built: &Built,
-    all: &[nydus_e2e::Fixture],
+    fx: &nydus_e2e::Fixture,
     cache: &str,
     tmp: &Path,
 ) -> (Vec<String>, Exposed) {
-    let began = std::time::Instant::now();
-    let mut exposed = Exposed::new();
-    let mut failures = Vec::new();
     let what = format!("{} + {cache}", b.kind);
-    for fx in all {
-        let m = tmp.join(format!("{}-{cache}", fx.name));
-        let d = mount_fixture(fx, b.kind, b.config.clone(), cache, &m);
-        // assert_fixture panics with the diffs and the log; keep going to
-        // report the other cells as well.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            assert_fixture(fx, &d, &what)
-        }));
-        if let Err(e) = r {
-            failures.push(panic_text(e));
-        }
-        let metrics = backend_metrics(&m);
-        if !metrics.contains(&format!("\"backend_type\":\"{}\"", b.kind)) {
-            failures.push(format!("{} over {what}: metrics {metrics}", fx.name));
-        }
-        exposed.daemon(&format!("{} over {what}", fx.name), &d, &m.join("api.sock"));
+    let m = tmp.join(format!("{}-{cache}", fx.name));
+    let d = mount_fixture(fx, b.kind, b.config.clone(), cache, &m);
+    let mut failures = Vec::new();
+    // assert_fixture panics with the diffs and the log; catch it so the
+    // daemon's exposure is still collected.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_fixture(fx, &d, &what)
+    }));
+    if let Err(e) = r {
+        failures.push(panic_text(e));
     }
-    let built_what = format!("built image over {what}");
+    let metrics = backend_metrics(&m);
+    if !metrics.contains(&format!("\"backend_type\":\"{}\"", b.kind)) {
+        failures.push(format!("{} over {what}: metrics {metrics}", fx.name));
+    }
+    let mut exposed = Exposed::new();
+    exposed.daemon(&format!("{} over {what}", fx.name), &d, &m.join("api.sock"));
+    (failures, exposed)
+}
+
+/// The built image over `b` + `cache`, compared with its source tree.
+fn check_built(b: &Backend<'_>, built: &Built, cache: &str, tmp: &Path) -> (Vec<String>, Exposed) {
+    let what = format!("built image over {} + {cache}", b.kind);
     let m = tmp.join(format!("built-{cache}"));
     let d = mount_image(&built.boot, b.kind, b.config.clone(), cache, &m, json!({}));
     let diff = source::diff_mount(&built.want, &d.mountpoint, d.started);
+    let mut failures = Vec::new();
     if !diff.is_empty() {
         failures.push(format!(
-            "{built_what}: {} differences, first: {:#?}\nlog:\n{}",
+            "{what}: {} differences, first: {:#?}\nlog:\n{}",
             diff.len(),
             &diff[..diff.len().min(8)],
             d.log_text()
         ));
     }
-    exposed.daemon(&built_what, &d, &m.join("api.sock"));
-    eprintln!("{what}: {} images in {:?}", FIXTURES + 1, began.elapsed());
+    let mut exposed = Exposed::new();
+    exposed.daemon(&what, &d, &m.join("api.sock"));
     (failures, exposed)
 }
 
