@@ -2,14 +2,22 @@
 //! never a hang: the object store answering 3 s late against a 1 s
 //! `timeout`, and a blackholed port (a listener whose accept queue is
 //! full, so SYNs are dropped) against `connect_timeout`. Once the store
-//! is fast again the same read succeeds without a remount.
+//! is fast again the same read succeeds without a remount. A registry
+//! that is down when `nydusd` starts: the mount comes up (nothing is
+//! fetched at mount: chunk data, and a v6 blob's ci table where the
+//! bootstrap lacks a chunk's descriptor, are fetched at first use), reads
+//! are EIO, and once the registry is back the same reads give the
+//! right bytes without a remount.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use nydus_e2e::secrets::Exposed;
-use nydus_e2e::servers::{assert_fixture, fixture, mount_fixture, pick_file, ObjectStore};
+use nydus_e2e::servers::{
+    assert_fixture, fixture, full_log, mount_fixture, pick_file, read_cold, ObjectStore, Registry,
+    RegistryOpts,
+};
 use serde_json::json;
 
 const AK: &str = "faults-access-key";
@@ -143,4 +151,58 @@ fn blackholed_port_is_eio_within_connect_timeout() {
     let mut exposed = Exposed::new();
     exposed.daemon("blackhole", &d, &tmp.join("api.sock"));
     exposed.assert_none(&[SK, AK]);
+}
+
+#[test]
+fn registry_down_at_mount_is_eio_until_it_is_back() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut r = Registry::start(&t.path().join("reg"), RegistryOpts::default());
+    // v6, so any blob meta the daemon needs comes from the blob at first
+    // use, never before the outage.
+    let fx = fixture(FIXTURE);
+    r.push_dir("e2e/down", &fx.blob_dir);
+    r.stop();
+    let cfg = json!({
+        "scheme": "http",
+        "host": r.host(),
+        "repo": "e2e/down",
+        "timeout": 2,
+        "connect_timeout": 1,
+        "retry_limit": 1,
+    });
+    let mut mounts = Vec::new();
+    for cache in ["dummycache", "blobcache"] {
+        let tmp = t.path().join(cache);
+        // Nydusd::start panics with the log if nydusd exits instead.
+        let mut d = mount_fixture(&fx, "registry", cfg.clone(), cache, &tmp);
+        let file = d.mountpoint.join(pick_file(&fx, 4096, 0));
+        let took = expect_eio(&file, &format!("{cache}: read while the registry is down"));
+        assert!(
+            took < Duration::from_secs(30),
+            "{cache}: EIO after {took:?}"
+        );
+        // The directory tree comes from the bootstrap: still browsable.
+        assert!(std::fs::read_dir(&d.mountpoint).is_ok_and(|mut e| e.next().is_some()));
+        assert!(d.try_wait().is_none(), "{cache}: nydusd exited");
+        // One error line says which backend and why (the retries are debug).
+        let log = full_log(&d);
+        assert!(
+            log.lines().any(|l| l.contains("ERROR")
+                && l.contains("registry blob")
+                && l.contains("Connection refused")),
+            "{cache}: no error line names the registry and the cause:\n{log}"
+        );
+        mounts.push((cache, d, file));
+    }
+    r.restart();
+    for (cache, d, file) in &mounts {
+        // The same file first (past the page cache): a failure is not
+        // remembered, and no remount is needed.
+        read_cold(file).unwrap_or_else(|e| panic!("{cache}: read after restart: {e}"));
+        assert_fixture(
+            &fx,
+            d,
+            &format!("registry back after being down at mount, {cache}"),
+        );
+    }
 }
