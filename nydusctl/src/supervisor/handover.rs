@@ -96,17 +96,9 @@ fn take(sup: &Sup, id: &str) -> Result<Option<Device>, String> {
             }
             None => {}
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(format!(
-                "the old worker sent no device within {HANDOVER_TIMEOUT:?}"
-            ));
-        }
         inner = sup
-            .cv
-            .wait_timeout(inner, deadline - now)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+            .wait_until(inner, deadline)
+            .ok_or_else(|| format!("the old worker sent no device within {HANDOVER_TIMEOUT:?}"))?;
     }
 }
 

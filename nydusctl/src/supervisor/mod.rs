@@ -20,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use nydus_protocol::handoff::MountStatus;
@@ -61,6 +61,21 @@ pub struct Sup {
 impl Sup {
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for the next change to the table, but not past `deadline`:
+    /// `None` (the lock released) once it has passed.
+    pub fn wait_until<'a>(
+        &self,
+        inner: MutexGuard<'a, Inner>,
+        deadline: Instant,
+    ) -> Option<MutexGuard<'a, Inner>> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let (inner, _) = self
+            .cv
+            .wait_timeout(inner, left)
+            .unwrap_or_else(|e| e.into_inner());
+        Some(inner)
     }
 
     pub fn table_path(&self) -> PathBuf {

@@ -293,19 +293,13 @@ pub fn wait_registered(sup: &Sup, id: &str, pid: u32) -> Result<(), String> {
                 log_tail(&sup.state_dir.join(format!("{id}.log")))
             ));
         }
-        let now = Instant::now();
-        if now >= deadline {
-            drop(inner);
+        let Some(next) = sup.wait_until(inner, deadline) else {
             kill_group(pid);
             return Err(format!(
                 "worker did not become ready within {READY_TIMEOUT:?}"
             ));
-        }
-        inner = sup
-            .cv
-            .wait_timeout(inner, deadline - now)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        };
+        inner = next;
     }
 }
 
