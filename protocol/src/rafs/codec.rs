@@ -144,32 +144,63 @@ impl Digester {
 /// Any other produced length is an error: a short or long chunk must never
 /// reach a reader as data.
 pub fn decompress_into(compressor: Compressor, src: &[u8], dst: &mut [u8]) -> Result<()> {
-    let want = dst.len();
-    let got = match compressor {
-        Compressor::None => {
-            if src.len() != want {
-                return Err(size_error("stored", src.len(), want));
+    Decoder::default().decompress_into(compressor, src, dst)
+}
+
+/// Decompresses chunk after chunk with one zstd context: creating a context
+/// per chunk costs an allocation and its set-up on every 1 MiB read.
+#[derive(Default)]
+pub struct Decoder {
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Decoder {
+    /// As `decompress_into`.
+    pub fn decompress_into(
+        &mut self,
+        compressor: Compressor,
+        src: &[u8],
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let want = dst.len();
+        let got = match compressor {
+            Compressor::None => {
+                if src.len() != want {
+                    return Err(size_error("stored", src.len(), want));
+                }
+                dst.copy_from_slice(src);
+                want
             }
-            dst.copy_from_slice(src);
-            want
+            Compressor::Lz4Block => lz4_flex::block::decompress_into(src, dst)
+                .map_err(|e| RafsError::Codec(format!("lz4_block: {e}")))?,
+            Compressor::Zstd => {
+                let zstd_err = |e: std::io::Error| RafsError::Codec(format!("zstd: {e}"));
+                let ctx = match &mut self.zstd {
+                    Some(ctx) => ctx,
+                    empty => empty.insert(zstd::bulk::Decompressor::new().map_err(zstd_err)?),
+                };
+                match ctx.decompress_to_buffer(src, dst) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Start the next chunk from a fresh context.
+                        self.zstd = None;
+                        return Err(zstd_err(e));
+                    }
+                }
+            }
+            Compressor::Gzip => {
+                let mut decoder = flate2::read::GzDecoder::new(src);
+                decoder
+                    .read_exact(dst)
+                    .map_err(|e| RafsError::Codec(format!("gzip: {e}")))?;
+                want
+            }
+        };
+        if got != want {
+            return Err(size_error("decompressed", got, want));
         }
-        Compressor::Lz4Block => lz4_flex::block::decompress_into(src, dst)
-            .map_err(|e| RafsError::Codec(format!("lz4_block: {e}")))?,
-        Compressor::Zstd => zstd::bulk::Decompressor::new()
-            .and_then(|mut d| d.decompress_to_buffer(src, dst))
-            .map_err(|e| RafsError::Codec(format!("zstd: {e}")))?,
-        Compressor::Gzip => {
-            let mut decoder = flate2::read::GzDecoder::new(src);
-            decoder
-                .read_exact(dst)
-                .map_err(|e| RafsError::Codec(format!("gzip: {e}")))?;
-            want
-        }
-    };
-    if got != want {
-        return Err(size_error("decompressed", got, want));
+        Ok(())
     }
-    Ok(())
 }
 
 /// Decompress one stored chunk into a new buffer of `size` bytes.
