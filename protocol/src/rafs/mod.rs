@@ -64,4 +64,11 @@ pub trait Reader: Send + Sync {
 
     /// Inodes named by the bootstrap's prefetch table, in table order.
     fn prefetch_inodes(&self) -> Result<Vec<u64>>;
+
+    /// Builds now what the first file read would otherwise build (v6: the
+    /// chunk table's index), so a caller can take that off the read path.
+    /// The error is the one that read would get.
+    fn index_chunks(&self) -> Result<()> {
+        Ok(())
+    }
 }

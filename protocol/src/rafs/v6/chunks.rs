@@ -40,7 +40,7 @@ pub fn parse_record(file: &[u8], offset: u64) -> Result<(ChunkInfo, u64)> {
 }
 
 /// Record positions sorted by key.
-type Index = Vec<(ChunkKey, u32)>;
+pub type Index = Vec<(ChunkKey, u32)>;
 
 /// The bootstrap chunk table (§3.17), indexed on first use.
 ///
@@ -70,13 +70,19 @@ impl ChunkTable {
         }
     }
 
-    /// The record for `key`; an error if any record of the table is bad.
-    pub fn get(&self, file: &[u8], blobs: &[BlobInfo], key: ChunkKey) -> Result<Option<ChunkInfo>> {
-        let index = self
-            .index
+    /// Checks and indexes the table unless that is done; racing callers
+    /// wait for the first.
+    pub fn index(&self, file: &[u8], blobs: &[BlobInfo]) -> Result<Option<&Index>> {
+        self.index
             .get_or_init(|| self.build(file, blobs))
             .as_ref()
-            .map_err(Clone::clone)?;
+            .map(Option::as_ref)
+            .map_err(Clone::clone)
+    }
+
+    /// The record for `key`; an error if any record of the table is bad.
+    pub fn get(&self, file: &[u8], blobs: &[BlobInfo], key: ChunkKey) -> Result<Option<ChunkInfo>> {
+        let index = self.index(file, blobs)?;
         let pos = match index {
             Some(sorted) => match sorted.binary_search_by(|(k, _)| k.cmp(&key)) {
                 Ok(i) => u64::from(sorted[i].1),

@@ -262,6 +262,10 @@ impl Reader for V6Reader {
     fn prefetch_inodes(&self) -> Result<Vec<u64>> {
         Ok(self.prefetch.clone())
     }
+
+    fn index_chunks(&self) -> Result<()> {
+        self.chunk_table.index(self.file(), &self.blobs).map(|_| ())
+    }
 }
 
 #[cfg(test)]
