@@ -24,6 +24,13 @@ pub trait Backend: Send + Sync {
     /// Metric name of the backend type (`localfs`, `registry`, `oss`, ...).
     fn kind(&self) -> &'static str;
 
+    /// Whether a request costs no more than a local file read: then reading
+    /// past what was asked saves no round trip, it only makes one reader
+    /// decode chunks the kernel's own readahead asks other threads for.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// Wire-level counters of a network backend (requests, retries, proxy,
     /// auth); `None` for local backends.
     fn http_metrics(&self) -> Option<super::http::HttpMetrics> {
@@ -173,6 +180,10 @@ impl Backend for LocalFs {
 
     fn kind(&self) -> &'static str {
         "localfs"
+    }
+
+    fn is_local(&self) -> bool {
+        true
     }
 }
 

@@ -12,7 +12,7 @@ use nydus_protocol::rafs::blob::CiTable;
 use nydus_protocol::rafs::{BlobInfo, ChunkInfo, ChunkRef};
 
 use super::cache::BlobCacheFile;
-use super::fetch::LOG_CACHE_READ;
+use super::fetch::{Dest, LOG_CACHE_READ};
 use super::inflight::{ChunkKey, Inflight};
 use super::metrics::{BackendMetrics, BlobcacheMetrics, StorageMetrics};
 use super::{eio, Backend, CacheMode, StorageConfig};
@@ -74,6 +74,8 @@ pub(super) struct Piece {
 pub(super) enum Got {
     /// Ready in the cache file (stored by another thread or process).
     Cached,
+    /// Decoded into its range of the caller's buffer.
+    Filled,
     /// The uncompressed, verified bytes.
     Data(Arc<Vec<u8>>),
 }
@@ -211,27 +213,53 @@ impl BlobDevice {
         }
         let mut keys: Vec<ChunkKey> = Vec::new();
         let mut uniq: Vec<ChunkInfo> = Vec::new();
+        // Where in `out` a chunk wanted whole can be decoded in place.
+        let mut whole: Vec<Option<Range<usize>>> = Vec::new();
         for p in &pending {
             let key = (p.info.blob_index, p.info.chunk_index);
-            if !keys.contains(&key) {
-                keys.push(key);
-                uniq.push(p.info);
+            let covers = (p.within == 0 && p.dst.len() == p.info.uncompressed_size as usize)
+                .then(|| p.dst.clone());
+            match keys.iter().position(|k| *k == key) {
+                None => {
+                    keys.push(key);
+                    uniq.push(p.info);
+                    whole.push(covers);
+                }
+                Some(j) if whole[j].is_none() => whole[j] = covers,
+                Some(_) => {}
             }
         }
         let needed = uniq.len();
         self.read_ahead(&chunks[next..], &mut keys, &mut uniq);
         self.demand.fetch_add(1, Relaxed);
-        let obtained = self.obtain(&uniq, needed, false);
+        let mut dest = Dest {
+            out: &mut *out,
+            ranges: &whole,
+        };
+        let obtained = self.obtain(&uniq, needed, false, &mut dest);
         self.demand.fetch_sub(1, Relaxed);
-        let got: HashMap<ChunkKey, Option<Got>> = keys.into_iter().zip(obtained).collect();
+        let got: HashMap<ChunkKey, (usize, Option<Got>)> = keys
+            .into_iter()
+            .zip(obtained.into_iter().enumerate())
+            .collect();
         let mut failed = false;
         for p in &pending {
+            let from = p.within..p.within + p.dst.len();
             match got.get(&(p.info.blob_index, p.info.chunk_index)) {
-                Some(Some(Got::Data(d))) => match d.get(p.within..p.within + p.dst.len()) {
+                Some((_, Some(Got::Data(d)))) => match d.get(from) {
                     Some(src) => out[p.dst.clone()].copy_from_slice(src),
                     None => failed = true,
                 },
-                Some(Some(Got::Cached)) => failed |= !self.read_cached(p, out),
+                Some((_, Some(Got::Cached))) => failed |= !self.read_cached(p, out),
+                // Another piece of the same chunk was decoded in place.
+                Some((j, Some(Got::Filled))) => match &whole[*j] {
+                    Some(r) if from.end <= r.len() => {
+                        if r.start + from.start != p.dst.start {
+                            out.copy_within(r.start + from.start..r.start + from.end, p.dst.start);
+                        }
+                    }
+                    _ => failed = true,
+                },
                 _ => failed = true,
             }
         }
@@ -302,7 +330,7 @@ impl BlobDevice {
                 break;
             }
             failed |= self
-                .obtain(&part, part.len(), true)
+                .obtain(&part, part.len(), true, &mut Dest::none())
                 .iter()
                 .any(Option::is_none);
         }

@@ -3,6 +3,7 @@
 //! them in the cache.
 
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, MutexGuard};
 
@@ -13,6 +14,7 @@ use super::device::{Blob, BlobDevice, Got};
 use super::eio;
 use super::inflight::{Claim, Owned};
 use super::metrics::StorageMetrics;
+use super::verify::with_scratch;
 
 /// Largest chunk the format allows (rafs-format §1.2).
 const MAX_CHUNK: u32 = 16 << 20;
@@ -109,11 +111,16 @@ impl BlobDevice {
     /// chunk that failed (logged and counted where it failed). Chunks from
     /// `optional_from` on are read-ahead: fetched if nobody else is, never
     /// waited for.
+    ///
+    /// A chunk `dest.ranges[i]` names is decoded straight into that range
+    /// of `dest.out` (`Got::Filled`) when this thread fetches it: a read
+    /// that wants the whole chunk then costs no extra buffer and copy.
     pub(super) fn obtain(
         &self,
         infos: &[ChunkInfo],
         optional_from: usize,
         prefetch: bool,
+        dest: &mut Dest<'_>,
     ) -> Vec<Option<Got>> {
         let mut results: Vec<Option<Got>> = vec![None; infos.len()];
         let mut owned = Owned::new(&self.inflight);
@@ -137,7 +144,7 @@ impl BlobDevice {
         }
         mine.sort_by_key(|&i| (infos[i].blob_index, infos[i].compressed_offset));
         for group in self.merge(&mine, infos, self.amplify_io) {
-            self.fetch_group(&group, infos, &mut owned, &mut results, prefetch);
+            self.fetch_group(&group, infos, &mut owned, &mut results, prefetch, dest);
         }
         for (i, slot) in waits {
             results[i] = slot.wait().ok().map(Got::Data);
@@ -148,7 +155,8 @@ impl BlobDevice {
     /// Read-ahead after a miss: the file's following chunks that continue
     /// the last missing one in the same blob join its request, while the
     /// misses of that blob stay within `amplify_io` (blobcache only: the
-    /// extra chunks are only worth fetching if they are kept).
+    /// extra chunks are only worth fetching if they are kept; remote
+    /// backends only: a local read has no round trip to save).
     pub(super) fn read_ahead(
         &self,
         rest: &[ChunkRef],
@@ -158,6 +166,9 @@ impl BlobDevice {
         let Some(last) = uniq.last().copied() else {
             return;
         };
+        if self.backend.is_local() {
+            return;
+        }
         let Some(cache) = self.blobs[last.blob_index as usize].cache.as_ref() else {
             return;
         };
@@ -227,87 +238,158 @@ impl BlobDevice {
         owned: &mut Owned<'_>,
         results: &mut [Option<Got>],
         prefetch: bool,
+        dest: &mut Dest<'_>,
     ) {
         let first = &infos[group[0]];
-        let blob = &self.blobs[first.blob_index as usize];
         let start = first.compressed_offset;
         let end = group
             .iter()
             .map(|&i| infos[i].compressed_offset + u64::from(infos[i].compressed_size))
             .max()
             .unwrap_or(start);
-        let mut buf = vec![0u8; (end - start) as usize];
+        let len = (end - start) as usize;
         let began = StorageMetrics::now_millis();
-        if let Err(e) = self.backend_read_exact(&blob.id, start, &mut buf) {
-            // Refused credentials fail every chunk alike: one line per blob
-            // (the backend has said why once), not one per chunk read.
-            let chunk = if e.kind() == io::ErrorKind::PermissionDenied {
-                u32::MAX
-            } else {
-                first.chunk_index
-            };
-            self.log_once((first.blob_index, chunk, LOG_BACKEND), || {
-                format!(
-                    "blob {} chunk {} at offset {start:#x}: backend read of {} bytes failed: {e}",
-                    blob.id,
-                    first.chunk_index,
-                    buf.len()
-                )
-            });
-            for &i in group {
-                owned.complete((infos[i].blob_index, infos[i].chunk_index), Err(()));
+        match (group, dest.range(group[0])) {
+            // A chunk stored as is and wanted whole is read straight into place.
+            (&[i], Some(range)) if is_plain(first) => {
+                if self.backend_request(group, infos, owned, &mut dest.out[range.clone()]) {
+                    let data = &dest.out[range];
+                    match self.check(first, data) {
+                        Ok(()) => {
+                            self.finish_chunk(i, infos, owned, results, Chunk::Filled(data), data)
+                        }
+                        Err(why) => self.fail_chunk(first, &why, owned),
+                    }
+                }
             }
-            return;
+            _ => with_scratch(len, |buf| {
+                if !self.backend_request(group, infos, owned, buf) {
+                    return;
+                }
+                self.metrics
+                    .buffered_backend_size
+                    .fetch_add(len as u64, Relaxed);
+                for &i in group {
+                    let info = &infos[i];
+                    let s = (info.compressed_offset - start) as usize;
+                    let stored = &buf[s..s + info.compressed_size as usize];
+                    let decoded = match dest.range(i) {
+                        Some(range) => self
+                            .decode_into(info, stored, &mut dest.out[range.clone()])
+                            .map(|()| Chunk::Filled(&dest.out[range])),
+                        None => self.decode(info, stored).map(|d| Chunk::Own(Arc::new(d))),
+                    };
+                    match decoded {
+                        Ok(chunk) => self.finish_chunk(i, infos, owned, results, chunk, stored),
+                        Err(why) => self.fail_chunk(info, &why, owned),
+                    }
+                }
+                self.metrics
+                    .buffered_backend_size
+                    .fetch_sub(len as u64, Relaxed);
+            }),
         }
-        self.metrics
-            .buffered_backend_size
-            .fetch_add(buf.len() as u64, Relaxed);
+        if prefetch {
+            self.metrics.prefetch_request(began, len as u64);
+        }
+    }
+
+    /// Reads `group`'s bytes into `buf`. On failure, logs once, fails the
+    /// group's chunks and returns false.
+    fn backend_request(
+        &self,
+        group: &[usize],
+        infos: &[ChunkInfo],
+        owned: &mut Owned<'_>,
+        buf: &mut [u8],
+    ) -> bool {
+        let first = &infos[group[0]];
+        let blob = &self.blobs[first.blob_index as usize];
+        let start = first.compressed_offset;
+        let Err(e) = self.backend_read_exact(&blob.id, start, buf) else {
+            return true;
+        };
+        // Refused credentials fail every chunk alike: one line per blob
+        // (the backend has said why once), not one per chunk read.
+        let chunk = if e.kind() == io::ErrorKind::PermissionDenied {
+            u32::MAX
+        } else {
+            first.chunk_index
+        };
+        self.log_once((first.blob_index, chunk, LOG_BACKEND), || {
+            format!(
+                "blob {} chunk {} at offset {start:#x}: backend read of {} bytes failed: {e}",
+                blob.id,
+                first.chunk_index,
+                buf.len()
+            )
+        });
         for &i in group {
-            let info = &infos[i];
-            let key = (info.blob_index, info.chunk_index);
-            let s = (info.compressed_offset - start) as usize;
-            let stored = &buf[s..s + info.compressed_size as usize];
-            let data = match self.decode(info, stored) {
-                Ok(d) => Arc::new(d),
-                Err(why) => {
-                    self.metrics.chunk_errors.fetch_add(1, Relaxed);
-                    self.log_once((key.0, key.1, LOG_DATA), || {
+            owned.complete((infos[i].blob_index, infos[i].chunk_index), || Err(()));
+        }
+        false
+    }
+
+    /// Stores a decoded, verified chunk in the cache and hands it to the
+    /// caller and to whoever waits for it. `stored` is its backend bytes.
+    fn finish_chunk(
+        &self,
+        i: usize,
+        infos: &[ChunkInfo],
+        owned: &mut Owned<'_>,
+        results: &mut [Option<Got>],
+        chunk: Chunk<'_>,
+        stored: &[u8],
+    ) {
+        let info = &infos[i];
+        let key = (info.blob_index, info.chunk_index);
+        let blob = &self.blobs[info.blob_index as usize];
+        let data: &[u8] = match &chunk {
+            Chunk::Filled(d) => d,
+            Chunk::Own(d) => d,
+        };
+        if let Some(cache) = &blob.cache {
+            match cache.store(info, data, stored) {
+                Ok(true) => {
+                    self.metrics.entries_count.fetch_add(1, Relaxed);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.metrics.cache_write_errors.fetch_add(1, Relaxed);
+                    self.log_once((key.0, key.1, LOG_CACHE_WRITE), || {
                         format!(
-                            "blob {} chunk {} at offset {:#x}: {why}",
-                            blob.id, info.chunk_index, info.compressed_offset
+                            "blob {} chunk {} at offset {:#x}: writing the cache file: {e}",
+                            blob.id, info.chunk_index, info.uncompressed_offset
                         )
                     });
-                    owned.complete(key, Err(()));
-                    continue;
-                }
-            };
-            if let Some(cache) = &blob.cache {
-                match cache.store(info, &data, stored) {
-                    Ok(true) => {
-                        self.metrics.entries_count.fetch_add(1, Relaxed);
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        self.metrics.cache_write_errors.fetch_add(1, Relaxed);
-                        self.log_once((key.0, key.1, LOG_CACHE_WRITE), || {
-                            format!(
-                                "blob {} chunk {} at offset {:#x}: writing the cache file: {e}",
-                                blob.id, info.chunk_index, info.uncompressed_offset
-                            )
-                        });
-                    }
                 }
             }
-            self.forget_failures(key.0, key.1);
-            owned.complete(key, Ok(data.clone()));
-            results[i] = Some(Got::Data(data));
         }
-        self.metrics
-            .buffered_backend_size
-            .fetch_sub(buf.len() as u64, Relaxed);
-        if prefetch {
-            self.metrics.prefetch_request(began, buf.len() as u64);
-        }
+        self.forget_failures(key.0, key.1);
+        results[i] = Some(match chunk {
+            Chunk::Filled(d) => {
+                owned.complete(key, || Ok(Arc::new(d.to_vec())));
+                Got::Filled
+            }
+            Chunk::Own(d) => {
+                owned.complete(key, || Ok(d.clone()));
+                Got::Data(d)
+            }
+        });
+    }
+
+    /// A chunk whose bytes failed to decode or verify: counted, logged
+    /// once, and its waiters fail too.
+    fn fail_chunk(&self, info: &ChunkInfo, why: &str, owned: &mut Owned<'_>) {
+        let key = (info.blob_index, info.chunk_index);
+        self.metrics.chunk_errors.fetch_add(1, Relaxed);
+        self.log_once((key.0, key.1, LOG_DATA), || {
+            format!(
+                "blob {} chunk {} at offset {:#x}: {why}",
+                self.blobs[key.0 as usize].id, info.chunk_index, info.compressed_offset
+            )
+        });
+        owned.complete(key, || Err(()));
     }
 
     /// Logs a failure at error level the first time, at debug afterwards,
@@ -333,6 +415,41 @@ impl BlobDevice {
             }
         }
     }
+}
+
+/// A read's buffer and, by index into the chunks `obtain` is given, the
+/// range of it that each chunk wanted whole fills.
+pub(super) struct Dest<'a> {
+    pub(super) out: &'a mut [u8],
+    pub(super) ranges: &'a [Option<Range<usize>>],
+}
+
+impl Dest<'_> {
+    /// For prefetch: no caller buffer.
+    pub(super) fn none() -> Dest<'static> {
+        Dest {
+            out: &mut [],
+            ranges: &[],
+        }
+    }
+
+    fn range(&self, i: usize) -> Option<Range<usize>> {
+        self.ranges.get(i).cloned().flatten()
+    }
+}
+
+/// A decoded chunk: in the caller's buffer, or in one of its own.
+enum Chunk<'a> {
+    Filled(&'a [u8]),
+    Own(Arc<Vec<u8>>),
+}
+
+/// Stored as is: its backend bytes are its data.
+fn is_plain(info: &ChunkInfo) -> bool {
+    !info.compressed
+        && !info.encrypted
+        && !info.batch
+        && info.compressed_size == info.uncompressed_size
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {

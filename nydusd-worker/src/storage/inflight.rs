@@ -70,9 +70,23 @@ impl Inflight {
         Claim::Owner(slot)
     }
 
-    /// Ends the fetch of `key` and wakes its waiters.
-    pub(crate) fn complete(&self, key: ChunkKey, slot: &Slot, outcome: Outcome) {
+    /// Ends the fetch of `key` and wakes its waiters. `outcome` is only
+    /// called when someone waits: the owner may hold the chunk in a buffer
+    /// of its own and copy it out only for them.
+    pub(crate) fn complete(
+        &self,
+        key: ChunkKey,
+        slot: &Arc<Slot>,
+        outcome: impl FnOnce() -> Outcome,
+    ) {
         lock(&self.map).remove(&key);
+        // Out of the table, the slot gains no new waiter: any reference
+        // besides the owner's is one.
+        let outcome = if Arc::strong_count(slot) > 1 {
+            outcome()
+        } else {
+            Err(())
+        };
         *lock(&slot.done) = Some(outcome);
         slot.cv.notify_all();
     }
@@ -103,7 +117,7 @@ impl<'a> Owned<'a> {
         self.slots.insert(key, slot);
     }
 
-    pub(crate) fn complete(&mut self, key: ChunkKey, outcome: Outcome) {
+    pub(crate) fn complete(&mut self, key: ChunkKey, outcome: impl FnOnce() -> Outcome) {
         if let Some(slot) = self.slots.remove(&key) {
             self.table.complete(key, &slot, outcome);
         }
@@ -113,7 +127,7 @@ impl<'a> Owned<'a> {
 impl Drop for Owned<'_> {
     fn drop(&mut self) {
         for (key, slot) in self.slots.drain() {
-            self.table.complete(key, &slot, Err(()));
+            self.table.complete(key, &slot, || Err(()));
         }
     }
 }

@@ -1,13 +1,41 @@
 //! Turning backend bytes into verified chunk data.
 
+use std::cell::RefCell;
 use std::io;
 use std::time::Instant;
 
-use nydus_protocol::rafs::codec::{self, Compressor};
+use nydus_protocol::rafs::codec::{self, Compressor, Decoder};
 use nydus_protocol::rafs::file::BlobSource;
 use nydus_protocol::rafs::{ChunkInfo, RafsError};
 
 use super::device::BlobDevice;
+
+thread_local! {
+    /// Each FUSE or prefetch thread keeps its zstd context.
+    static DECODER: RefCell<Decoder> = RefCell::default();
+    /// And the buffer its backend requests land in.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A request buffer this big or smaller is kept for the thread's next
+/// request; a larger one (a big `amplify_io`) is freed after use.
+const SCRATCH_KEPT: usize = 2 << 20;
+
+/// Runs `f` on a buffer of `len` bytes whose contents are left from
+/// earlier requests (callers overwrite all of it). Reusing it spares a
+/// zeroed allocation, its page faults and its release per request.
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    // Taken out rather than borrowed, so a nested call gets its own.
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let r = f(&mut buf[..len]);
+    if buf.len() <= SCRATCH_KEPT {
+        SCRATCH.set(buf);
+    }
+    r
+}
 
 impl BlobDevice {
     /// Exactly `buf.len()` bytes from the backend, as one counted request.
@@ -48,19 +76,31 @@ impl BlobDevice {
     /// Decompresses and checks one chunk's stored bytes: the CRC whenever
     /// the descriptor has one, the digest with `digest_validate`.
     pub(super) fn decode(&self, info: &ChunkInfo, stored: &[u8]) -> Result<Vec<u8>, String> {
+        let mut data = vec![0u8; info.uncompressed_size as usize];
+        self.decode_into(info, stored, &mut data)?;
+        Ok(data)
+    }
+
+    /// `decode` into `dst`, exactly the chunk's uncompressed size.
+    pub(super) fn decode_into(
+        &self,
+        info: &ChunkInfo,
+        stored: &[u8],
+        dst: &mut [u8],
+    ) -> Result<(), String> {
         let blob = &self.blobs[info.blob_index as usize].info;
         if info.encrypted || info.batch {
             return Err("encrypted and batch chunks are not supported".to_string());
         }
-        let mut data = vec![0u8; info.uncompressed_size as usize];
         let how = if info.compressed {
             blob.compressor
         } else {
             Compressor::None
         };
-        codec::decompress_into(how, stored, &mut data).map_err(|e| e.to_string())?;
-        self.check(info, &data)?;
-        Ok(data)
+        DECODER
+            .with_borrow_mut(|d| d.decompress_into(how, stored, dst))
+            .map_err(|e| e.to_string())?;
+        self.check(info, dst)
     }
 
     /// Checks uncompressed chunk bytes: the CRC whenever the descriptor has

@@ -128,8 +128,16 @@ fn concurrent_misses_share_one_fetch() {
                 let (dev, img, go) = (&dev, &img, &go);
                 s.spawn(move || {
                     go.wait();
-                    let got = read(dev, img, i * 100, 3000).unwrap();
-                    assert_eq!(got, img.content[i as usize * 100..][..3000]);
+                    // Half want the whole chunk: whichever thread fetches
+                    // it decodes it into its own buffer and copies it out
+                    // for the waiters.
+                    let (off, len) = if i % 2 == 0 {
+                        (0, 0x8000)
+                    } else {
+                        (i * 100, 3000)
+                    };
+                    let got = read(dev, img, off, len).unwrap();
+                    assert_eq!(got, img.content[off as usize..][..len]);
                 });
             }
         });
@@ -315,6 +323,44 @@ fn crafted_references_fail_cleanly_and_holes_read_zero() {
 }
 
 #[test]
+fn whole_and_repeated_chunks_in_one_read() {
+    // Chunks 0 and 1 compress, 2 and 3 are stored raw; the file repeats
+    // chunks (deduplicated data), so one read wants some chunk twice.
+    let mut data = content(2 * 0x4000);
+    data.extend(noise(2 * 0x4000));
+    let img = image(data, 0x4000);
+    let order = [0usize, 2, 0, 3, 1, 2];
+    let refs: Vec<ChunkRef> = order
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| ChunkRef {
+            file_offset: k as u64 * 0x4000,
+            ..img.refs[c]
+        })
+        .collect();
+    let want: Vec<u8> = order
+        .iter()
+        .flat_map(|&c| img.content[c * 0x4000..][..0x4000].to_vec())
+        .collect();
+    let size = want.len() as u64;
+    for cache in [
+        CacheMode::Dummycache,
+        blobcache(tempfile::tempdir().unwrap().path(), false),
+    ] {
+        for (off, len) in [(0, want.len()), (0x2000, 0x10000), (0x4000, 0x8001)] {
+            let be = backend(&img);
+            let dev = device(&img, &be, cache.clone(), 1 << 20);
+            let mut buf = vec![0xAAu8; len];
+            let n = dev
+                .read(&refs, img.chunk_size, size, off as u64, &mut buf)
+                .unwrap();
+            assert_eq!(n, len);
+            assert!(buf == want[off..off + len], "{off}+{len}");
+        }
+    }
+}
+
+#[test]
 fn localfs_backend_end_to_end() {
     let t = tempfile::tempdir().unwrap();
     let img = image(content(50_000), 0x4000);
@@ -329,6 +375,17 @@ fn localfs_backend_end_to_end() {
         amplify_io: 1 << 20,
     };
     let dev = BlobDevice::new(std::slice::from_ref(&img.info), None, config).unwrap();
+    // A local read saves no round trip by reading past what was asked.
+    let mut head = [0u8; 10];
+    dev.read(&img.refs, img.chunk_size, 50_000, 0, &mut head)
+        .unwrap();
+    dev.read(&img.refs, img.chunk_size, 50_000, 0x4000, &mut head)
+        .unwrap();
+    assert_eq!(
+        dev.backend_metrics().read_count,
+        2,
+        "no read-ahead from localfs"
+    );
     let mut buf = vec![0u8; 60_000];
     let n = dev
         .read(&img.refs, img.chunk_size, 50_000, 0, &mut buf)
