@@ -251,7 +251,9 @@ impl BlobDevice {
         let began = StorageMetrics::now_millis();
         match (group, dest.range(group[0])) {
             // A chunk stored as is and wanted whole is read straight into place.
-            (&[i], Some(range)) if is_plain(first) => {
+            (&[i], Some(range))
+                if first.stored_raw() && first.compressed_size == first.uncompressed_size =>
+            {
                 if self.backend_request(group, infos, owned, &mut dest.out[range.clone()]) {
                     let data = &dest.out[range];
                     match self.check(first, data) {
@@ -442,14 +444,6 @@ impl Dest<'_> {
 enum Chunk<'a> {
     Filled(&'a [u8]),
     Own(Arc<Vec<u8>>),
-}
-
-/// Stored as is: its backend bytes are its data.
-fn is_plain(info: &ChunkInfo) -> bool {
-    !info.compressed
-        && !info.encrypted
-        && !info.batch
-        && info.compressed_size == info.uncompressed_size
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> MutexGuard<'_, T> {

@@ -176,6 +176,14 @@ pub struct ChunkInfo {
     pub crc32: Option<u32>,
 }
 
+impl ChunkInfo {
+    /// Stored as is (not compressed, encrypted or batched): its stored bytes
+    /// are its data, so both sizes must agree.
+    pub fn stored_raw(&self) -> bool {
+        !self.compressed && !self.encrypted && !self.batch
+    }
+}
+
 /// The reference a file holds for its k-th chunk.
 ///
 /// v5 chunk records are complete (`info` is `Some`). v6 inodes only name

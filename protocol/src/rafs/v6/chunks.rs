@@ -175,11 +175,7 @@ fn check_record(info: &ChunkInfo, at: u64, blobs: &[BlobInfo], chunk_size: u32) 
             info.uncompressed_size
         )));
     }
-    if !info.compressed
-        && !info.encrypted
-        && !info.batch
-        && info.compressed_size != info.uncompressed_size
-    {
+    if info.stored_raw() && info.compressed_size != info.uncompressed_size {
         return Err(err(format!(
             "stored raw but sizes differ ({} vs {})",
             info.compressed_size, info.uncompressed_size
