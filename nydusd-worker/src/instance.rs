@@ -4,15 +4,12 @@
 //! opens the bootstrap (mmap for `mode: direct`, read into memory for
 //! `cached`), and builds the `RafsFs`. Every error names the file or key.
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nydus_protocol::config::{
-    parse_daemon_config, BackendConfig, CacheKind, DaemonConfig, RafsMode,
-};
-use nydus_protocol::rafs::{Backing, ChunkRef, Reader};
+use nydus_protocol::config::{parse_daemon_config, BackendConfig, CacheKind, DaemonConfig};
+use nydus_protocol::rafs::ChunkRef;
 use serde_json::Value;
 
 use crate::fs::{FileData, FopSink, FsOptions, RafsFs};
@@ -92,8 +89,7 @@ pub struct OpenRequest<'a> {
 pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let config = req.config;
     let bootstrap = req.bootstrap;
-    let reader = open_bootstrap(bootstrap, config.rafs.mode)?;
-    index_in_background(&reader);
+    let reader = crate::bootstrap::open(bootstrap, config.rafs.mode)?;
     let stem = bootstrap.file_stem().and_then(|s| s.to_str());
     let storage = storage_config(config)?;
     let mut device = BlobDevice::new(reader.blobs(), stem, storage)
@@ -127,23 +123,6 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let fs = RafsFs::new(reader, device.clone(), opts, req.stats)
         .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
     Ok(Opened { fs, device })
-}
-
-/// Indexes the image's chunks while the mount comes up, so the first file
-/// read does not pay for it (about 7 ms for 40k chunks read from disk). A
-/// bad table is left for that read to report.
-fn index_in_background(reader: &Arc<dyn Reader>) {
-    let reader = reader.clone();
-    let spawned = std::thread::Builder::new()
-        .name("chunk-index".into())
-        .spawn(move || {
-            if let Err(e) = reader.index_chunks() {
-                log::debug!("indexing the chunk table: {e}");
-            }
-        });
-    if let Err(e) = spawned {
-        log::debug!("chunk table indexed on first read: no thread: {e}");
-    }
 }
 
 /// Readahead of this image when the backend config asks for it and there
@@ -184,33 +163,6 @@ fn image_tag(bootstrap: &Path) -> u64 {
         }
     }
     crate::fs::handle_tag(&id)
-}
-
-/// Reads and validates the bootstrap; `direct` maps it, `cached` copies it.
-fn open_bootstrap(path: &Path, mode: RafsMode) -> Result<Arc<dyn Reader>, String> {
-    let what = |e: &dyn std::fmt::Display| format!("bootstrap {}: {e}", path.display());
-    let file = File::open(path).map_err(|e| what(&e))?;
-    let meta = file.metadata().map_err(|e| what(&e))?;
-    if !meta.is_file() {
-        return Err(what(&"not a regular file"));
-    }
-    let backing: Backing = match mode {
-        RafsMode::Direct => {
-            // SAFETY: the map is read-only and private. Bootstraps are
-            // immutable by contract; if someone truncates the file under us
-            // the kernel raises SIGBUS, which is the same failure upstream
-            // nydusd has in direct mode.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| what(&e))?;
-            Arc::new(map)
-        }
-        RafsMode::Cached => {
-            let bytes = std::fs::read(path).map_err(|e| what(&e))?;
-            Arc::new(bytes)
-        }
-    };
-    let opened = nydus_protocol::rafs::open(backing, path.file_name().and_then(|n| n.to_str()))
-        .map_err(|e| what(&e))?;
-    Ok(opened.reader)
 }
 
 /// DaemonConfig → what the blob device needs.

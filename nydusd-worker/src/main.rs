@@ -4,6 +4,7 @@
 //! the pseudo-mount table in `daemon`, the data path in `storage`.
 
 mod api;
+mod bootstrap;
 mod cli;
 mod daemon;
 mod fs;

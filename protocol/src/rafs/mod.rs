@@ -71,4 +71,11 @@ pub trait Reader: Send + Sync {
     fn index_chunks(&self) -> Result<()> {
         Ok(())
     }
+
+    /// The bytes of the bootstrap `index_chunks` reads (v6: the chunk
+    /// table), so a caller that maps the file can have them read ahead in
+    /// one go rather than page by page.
+    fn index_source(&self) -> Option<std::ops::Range<u64>> {
+        None
+    }
 }

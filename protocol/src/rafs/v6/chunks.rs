@@ -70,6 +70,11 @@ impl ChunkTable {
         }
     }
 
+    /// Where the records lie in the bootstrap.
+    pub fn byte_range(&self) -> std::ops::Range<u64> {
+        self.offset..self.offset.saturating_add(self.count * CHUNK_RECORD_SIZE)
+    }
+
     /// Checks and indexes the table unless that is done; racing callers
     /// wait for the first.
     pub fn index(&self, file: &[u8], blobs: &[BlobInfo]) -> Result<Option<&Index>> {

@@ -266,6 +266,11 @@ impl Reader for V6Reader {
     fn index_chunks(&self) -> Result<()> {
         self.chunk_table.index(self.file(), &self.blobs).map(|_| ())
     }
+
+    fn index_source(&self) -> Option<std::ops::Range<u64>> {
+        let range = self.chunk_table.byte_range();
+        (!range.is_empty()).then_some(range)
+    }
 }
 
 #[cfg(test)]

@@ -312,6 +312,7 @@ fn chunk_table_is_searched_in_place_or_indexed_and_checked_on_first_use() {
             file.extend(chunk_record(0, c, u64::from(c) * 4096, 100 + c));
         }
         let t = ChunkTable::new(16, 4 * 80, 4096, 4096);
+        assert_eq!(t.byte_range(), 16..16 + 4 * 80);
         for c in [0u32, 1, 2, 5] {
             let got = t.get(&file, blobs, (0, c, u64::from(c))).unwrap().unwrap();
             assert_eq!((got.chunk_index, got.uncompressed_size), (c, 100 + c));
