@@ -94,6 +94,16 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let storage = storage_config(config)?;
     let mut device = BlobDevice::new(reader.blobs(), stem, storage)
         .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
+    // A successor worker takes over a mount that serves, whatever was
+    // deleted since: only a new mount refuses a missing blob.
+    if req.fresh_start {
+        for id in device.blob_ids() {
+            device
+                .backend()
+                .check_blob(&id)
+                .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
+        }
+    }
     if let Some(hook) = req.on_failure {
         device = device.with_failure_hook(hook);
     }

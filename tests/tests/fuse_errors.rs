@@ -94,6 +94,22 @@ fn bad_command_lines_exit_1_with_one_line() {
         r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/tmp"}}},"mode":"sideways"}"#;
     std::fs::write(t.join("bad-mode.json"), bad_mode).unwrap();
     std::fs::write(t.join("a-file"), "x").unwrap();
+    // The fixture's one blob, absent from an empty directory and from one
+    // that does not exist.
+    let blob_id = std::fs::read_dir(&s.fx.blob_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .expect("the fixture has a blob");
+    std::fs::create_dir(t.join("empty-blobs")).unwrap();
+    for (file, dir) in [
+        ("no-blob.json", "empty-blobs"),
+        ("no-dir.json", "no-such-dir"),
+    ] {
+        let text = v1_config(&t.join(dir), "blobcache", &t.join("cache"), "direct");
+        std::fs::write(t.join(file), text).unwrap();
+    }
     // Arguments split at spaces; {X} stands for a path (no spaces in them).
     let vars: Vec<(&str, OsString)> = vec![
         ("{C}", s.config.clone().into()),
@@ -119,6 +135,8 @@ fn bad_command_lines_exit_1_with_one_line() {
         ("config and localfs-dir", format!("{ok} --localfs-dir {{BLOBS}} --mountpoint {{M}}"), "--localfs-dir"),
         ("API socket in a missing directory", format!("--apisock {{T}}/no-such-file/api.sock {ok} --mountpoint {{M}}"), "--apisock"),
         ("bad log level", format!("--log-level loud {ok} --mountpoint {{M}}"), "loud"),
+        ("missing blob", "--config {T}/no-blob.json --bootstrap {B} --mountpoint {M}".into(), &blob_id),
+        ("missing localfs dir", "--config {T}/no-dir.json --bootstrap {B} --mountpoint {M}".into(), "no-such-dir"),
     ];
     for (what, line, name) in cases {
         let args: Vec<OsString> = line

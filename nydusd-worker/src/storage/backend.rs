@@ -24,6 +24,14 @@ pub trait Backend: Send + Sync {
     /// Metric name of the backend type (`localfs`, `registry`, `oss`, ...).
     fn kind(&self) -> &'static str;
 
+    /// Checks, when an image is mounted, that blob `blob_id` is there at
+    /// all: a missing blob is then a start-up error naming it, not `EIO` on
+    /// every read. Remote backends are not asked (a round trip per blob at
+    /// mount time; an outage then is for reads to retry).
+    fn check_blob(&self, _blob_id: &str) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Whether a request costs no more than a local file read: then reading
     /// past what was asked saves no round trip, it only makes one reader
     /// decode chunks the kernel's own readahead asks other threads for.
@@ -182,6 +190,27 @@ impl Backend for LocalFs {
         "localfs"
     }
 
+    fn check_blob(&self, blob_id: &str) -> io::Result<()> {
+        let path = self.path_of(blob_id)?;
+        // Only a stat: an open handle would keep a blob deleted later
+        // readable, which reads of a never-opened blob cannot match.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("localfs: blob {blob_id}: {} is not a file", path.display()),
+            )),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "localfs: blob {blob_id}: {}: {e}; put the blob there or set the \
+                     localfs `dir` or `blob_file` to where it is",
+                    path.display()
+                ),
+            )),
+        }
+    }
+
     fn is_local(&self) -> bool {
         true
     }
@@ -216,6 +245,10 @@ mod tests {
         assert_eq!(fs.blob_size("main").unwrap(), 6);
         let e = fs.read_at("missing", 0, &mut buf).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
+        fs.check_blob("main").unwrap();
+        fs.check_blob("empty").unwrap();
+        let e = fs.check_blob("missing").unwrap_err().to_string();
+        assert!(e.contains("blob missing not found"), "{e}");
         assert!(fs.read_at("../d/main", 0, &mut buf).is_err());
         assert_eq!(fs.kind(), "localfs");
     }
@@ -229,6 +262,11 @@ mod tests {
         assert_eq!(fs.read_at("anything", 6, &mut buf).unwrap(), 4);
         assert_eq!(&buf[..4], b"6789");
         assert_eq!(fs.read_at("other", 10, &mut buf).unwrap(), 0);
+        fs.check_blob("anything").unwrap();
+        let only_dir = LocalFs::new(Some(t.path().to_path_buf()), None, vec![]).unwrap();
+        let e = only_dir.check_blob("absent").unwrap_err().to_string();
+        let named = t.path().join("absent").display().to_string();
+        assert!(e.contains(&named) && e.contains("`dir`"), "{e}");
         assert!(LocalFs::new(None, Some(PathBuf::new()), vec![]).is_err());
     }
 }
