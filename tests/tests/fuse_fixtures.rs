@@ -4,51 +4,13 @@
 //! shows: an mtime stored as 0 (the root of directory-built images, and a
 //! file whose mtime really is 0) is reported as the daemon's start time.
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
 
 use nydus_e2e::mount::{now_secs, v1_config, Nydusd};
-use nydus_e2e::source::{manifest, parse, Entry};
+use nydus_e2e::servers::fixture_diffs;
+use nydus_e2e::source::manifest;
 use nydus_e2e::{fixtures, shared_script, Fixture};
-
-/// Differences between the fixture's manifest and the mount's, except the
-/// documented one (mtime 0 or the root's → daemon start time).
-fn unexpected_diffs(expected: &str, actual: &str, started: i64, ended: i64) -> Vec<String> {
-    let index = |text: &str| -> BTreeMap<String, Entry> {
-        parse(text)
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect()
-    };
-    let (exp, act) = (index(expected), index(actual));
-    let mut out = Vec::new();
-    for (name, e) in &exp {
-        let Some(a) = act.get(name) else {
-            out.push(format!("{name}: missing"));
-            continue;
-        };
-        for (k, want) in &e.fields {
-            let got = a.field(k);
-            if got == want {
-                continue;
-            }
-            let start_time = got
-                .parse::<i64>()
-                .is_ok_and(|t| (started - 2..=ended + 2).contains(&t));
-            let documented = k == "mtime" && (want == "0" || name == ".") && start_time;
-            if !documented {
-                out.push(format!("{name}: {k} expected {want} got {got}"));
-            }
-        }
-    }
-    out.extend(
-        act.keys()
-            .filter(|n| !exp.contains_key(*n))
-            .map(|n| format!("{n}: extra")),
-    );
-    out
-}
 
 /// `manifest.py --compare`, for a readable summary in failure messages.
 fn compare_summary(expected: &Path, actual: &str, tmp: &Path) -> String {
@@ -86,7 +48,7 @@ fn check_fixture(fx: &Fixture, cache: &str, mode: &str) {
     let actual = manifest(&mnt, &[]);
     // A second pass reads every file again, now warm (page cache or blob cache).
     let again = manifest(&mnt, &[]);
-    let diffs = unexpected_diffs(&expected, &actual, daemon.started, now_secs());
+    let diffs = fixture_diffs(&expected, &actual, daemon.started, now_secs());
     assert!(
         diffs.is_empty(),
         "{} ({mode} + {cache}): {} unexpected differences:\n{}\nmanifest.py --compare:\n{}\nnydusd log:\n{}",
@@ -128,7 +90,7 @@ fn fixtures_direct_dummycache() {
 fn allowed_differences_are_only_start_time_mtimes() {
     let exp = ". type=dir mtime=1600000000\n./a type=file mtime=0\n./b type=file mtime=5\n";
     let ok = ". type=dir mtime=100\n./a type=file mtime=101\n./b type=file mtime=5\n";
-    assert!(unexpected_diffs(exp, ok, 100, 101).is_empty());
+    assert!(fixture_diffs(exp, ok, 100, 101).is_empty());
     let bad = ". type=dir mtime=100\n./a type=file mtime=101\n./b type=file mtime=100\n";
-    assert_eq!(unexpected_diffs(exp, bad, 100, 101).len(), 1);
+    assert_eq!(fixture_diffs(exp, bad, 100, 101).len(), 1);
 }
