@@ -41,14 +41,24 @@ fn read(path: &std::path::Path) {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
 }
 
-/// nginx's request count once it exceeds `seen` (it logs a request after
-/// sending the answer, so the line may lag the read); `seen` after 5 s.
+/// nginx's request count once it exceeds `seen` and has not grown for
+/// 300 ms: nginx logs a request after sending the answer, and one read may
+/// make more than one request, so the log can lag the read. `seen` after
+/// 5 s without any.
 fn requests_after(ngx: &Nginx, seen: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(5);
     while ngx.requests() <= seen && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    ngx.requests()
+    let mut count = ngx.requests();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = ngx.requests();
+        if now == count {
+            return count;
+        }
+        count = now;
+    }
 }
 
 #[test]
