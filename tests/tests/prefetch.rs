@@ -13,31 +13,21 @@ mod prefetch_support;
 
 use std::time::{Duration, Instant};
 
-use nydus_e2e::servers::ObjectStore;
 use prefetch_support::*;
 use serde_json::json;
 
 #[test]
 fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let store = ObjectStore::start(&t.path().join("store"), AK, SK, REGION);
-    let img = image(&t.path().join("img"), &store, 24, 3 * CHUNK, &[]);
-    let proxy = Proxy::start(&t.path().join("nginx"), store.port);
-    let cache = t.path().join("cache");
+    let rig = Rig::new(24, 3 * CHUNK, &[]);
+    let (store, img, proxy) = (&rig.store, &rig.img, &rig.proxy);
+    let cache = &rig.cache;
     let wanted = ["f03", "f11", "f17"];
     let file = |n: &str| &img.files.iter().find(|f| f.0 == n).expect("file").1;
     let readahead = json!({"readahead": true, "readahead_sec": 4});
 
     // 1. Record: read three files in the window, chunk by chunk
     //    (amplify_io 0), so the backend log names exactly their chunks.
-    let d = mount(
-        &t.path().join("m1"),
-        &img,
-        proxy.port,
-        Some(&cache),
-        readahead.clone(),
-        json!({"amplify_io": 0}),
-    );
+    let d = rig.mount("m1", true, readahead.clone(), json!({"amplify_io": 0}));
     for n in wanted {
         check_read(&d, n, file(n));
     }
@@ -49,17 +39,10 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
 
     // 2. Emptied cache, kept log, no reads and fs_prefetch off: the
     //    backend serves exactly the logged chunks, then reads are local.
-    let log_file = empty_cache_keep_log(&cache);
+    let log_file = empty_cache_keep_log(cache);
     let seen = startup.len();
     store.hook("/__reset");
-    let d = mount(
-        &t.path().join("m2"),
-        &img,
-        proxy.port,
-        Some(&cache),
-        readahead.clone(),
-        json!({}),
-    );
+    let d = rig.mount("m2", true, readahead.clone(), json!({}));
     wait_log(&d, "9 of 9 logged chunks prefetched first", 20);
     std::thread::sleep(Duration::from_millis(500));
     let second = proxy.ranges()[seen..].to_vec();
@@ -85,18 +68,11 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
 
     // 3. With prefetch_all as well: the logged chunks come first, whatever
     //    the other settings, then the rest of the image.
-    empty_cache_keep_log(&cache);
+    empty_cache_keep_log(cache);
     let seen = proxy.ranges().len();
     let prefetch_all = json!({"fs_prefetch": {"enable": true, "prefetch_all": true,
         "threads_count": 4, "merging_size": 131072}});
-    let d = mount(
-        &t.path().join("m3"),
-        &img,
-        proxy.port,
-        Some(&cache),
-        readahead.clone(),
-        prefetch_all,
-    );
+    let d = rig.mount("m3", true, readahead.clone(), prefetch_all);
     wait_log(&d, "prefetch of / done", 30);
     let third = proxy.ranges()[seen..].to_vec();
     let first_other = third
@@ -114,14 +90,7 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
     // 4. Restart on the full cache: readiness was persisted, nothing is
     //    fetched, every byte is right.
     let seen = proxy.ranges().len();
-    let d = mount(
-        &t.path().join("m4"),
-        &img,
-        proxy.port,
-        Some(&cache),
-        json!({}),
-        json!({}),
-    );
+    let d = rig.mount("m4", true, json!({}), json!({}));
     for (n, data) in &img.files {
         check_read(&d, n, data);
     }
@@ -134,15 +103,8 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
 
     // 5. A damaged access log is ignored with one warning, not an error.
     std::fs::write(&log_file, b"NYDUSACL damaged").expect("damage log");
-    empty_cache_keep_log(&cache);
-    let d = mount(
-        &t.path().join("m5"),
-        &img,
-        proxy.port,
-        Some(&cache),
-        readahead,
-        json!({}),
-    );
+    empty_cache_keep_log(cache);
+    let d = rig.mount("m5", true, readahead, json!({}));
     let line = wait_log(&d, "readahead log", 10);
     assert!(line.contains("ignored"), "{line}");
     check_read(&d, "f00", file("f00"));
@@ -150,17 +112,13 @@ fn readahead_log_prefetches_startup_reads_first_and_cache_survives_restart() {
 
 #[test]
 fn bandwidth_rate_limits_prefetch_but_user_reads_go_first() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let store = ObjectStore::start(&t.path().join("store"), AK, SK, REGION);
     let size = 4 * CHUNK;
-    let img = image(&t.path().join("img"), &store, 16, size, &[]);
-    let proxy = Proxy::start(&t.path().join("nginx"), store.port);
+    let rig = Rig::new(16, size, &[]);
+    let (img, proxy) = (&rig.img, &rig.proxy);
     let (rate, merging) = (1u64 << 20, 2 * CHUNK);
-    let d = mount(
-        &t.path().join("m"),
-        &img,
-        proxy.port,
-        Some(&t.path().join("cache")),
+    let d = rig.mount(
+        "m",
+        true,
         json!({}),
         json!({"fs_prefetch": {"enable": true, "prefetch_all": true, "threads_count": 4,
             "merging_size": merging, "bandwidth_rate": rate}}),
@@ -197,16 +155,12 @@ fn bandwidth_rate_limits_prefetch_but_user_reads_go_first() {
 
 #[test]
 fn prefetch_table_fetches_listed_files_only() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let store = ObjectStore::start(&t.path().join("store"), AK, SK, REGION);
     let size = 2 * CHUNK;
-    let img = image(&t.path().join("img"), &store, 8, size, &["/f02", "/f05"]);
-    let proxy = Proxy::start(&t.path().join("nginx"), store.port);
-    let d = mount(
-        &t.path().join("m"),
-        &img,
-        proxy.port,
-        Some(&t.path().join("cache")),
+    let rig = Rig::new(8, size, &["/f02", "/f05"]);
+    let (img, proxy) = (&rig.img, &rig.proxy);
+    let d = rig.mount(
+        "m",
+        true,
         json!({}),
         json!({"fs_prefetch": {"enable": true, "prefetch_all": false}}),
     );
@@ -231,22 +185,13 @@ fn prefetch_table_fetches_listed_files_only() {
 
 #[test]
 fn readahead_log_is_kept_at_an_early_stop_and_dummycache_warns() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let store = ObjectStore::start(&t.path().join("store"), AK, SK, REGION);
-    let img = image(&t.path().join("img"), &store, 4, 2 * CHUNK, &[]);
-    let proxy = Proxy::start(&t.path().join("nginx"), store.port);
-    let cache = t.path().join("cache");
+    let rig = Rig::new(4, 2 * CHUNK, &[]);
+    let (img, proxy) = (&rig.img, &rig.proxy);
+    let cache = &rig.cache;
     let readahead = json!({"readahead": true, "readahead_sec": 600});
 
     // SIGTERM long before the window ends: what was read is still kept.
-    let mut d = mount(
-        &t.path().join("m1"),
-        &img,
-        proxy.port,
-        Some(&cache),
-        readahead.clone(),
-        json!({}),
-    );
+    let mut d = rig.mount("m1", true, readahead.clone(), json!({}));
     check_read(&d, "f01", &img.files[1].1);
     d.signal(libc::SIGTERM);
     assert!(
@@ -256,32 +201,18 @@ fn readahead_log_is_kept_at_an_early_stop_and_dummycache_warns() {
     let text = std::fs::read_to_string(&d.log).unwrap_or_default();
     assert!(text.contains("readahead: recorded 2 chunks"), "{text}");
     drop(d);
-    empty_cache_keep_log(&cache);
+    empty_cache_keep_log(cache);
 
     // The next mount prefetches them with no read at all.
     let seen = proxy.ranges().len();
-    let d = mount(
-        &t.path().join("m2"),
-        &img,
-        proxy.port,
-        Some(&cache),
-        readahead.clone(),
-        json!({}),
-    );
+    let d = rig.mount("m2", true, readahead.clone(), json!({}));
     wait_log(&d, "2 of 2 logged chunks prefetched first", 20);
     let fetched = proxy.ranges()[seen..].to_vec();
     assert_eq!(total(&union(&fetched)), 2 * CHUNK, "{fetched:?}");
     drop(d);
 
     // dummycache has nowhere to prefetch into: one warning, reads work.
-    let d = mount(
-        &t.path().join("m3"),
-        &img,
-        proxy.port,
-        None,
-        readahead,
-        json!({}),
-    );
+    let d = rig.mount("m3", false, readahead, json!({}));
     let line = wait_log(&d, "nothing to prefetch into", 10);
     assert!(line.contains("readahead"), "{line}");
     check_read(&d, "f00", &img.files[0].1);
@@ -289,20 +220,16 @@ fn readahead_log_is_kept_at_an_early_stop_and_dummycache_warns() {
 
 #[test]
 fn user_read_is_not_queued_behind_prefetch_of_a_slow_backend() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let store = ObjectStore::start(&t.path().join("store"), AK, SK, REGION);
     let size = 4 * CHUNK;
-    let img = image(&t.path().join("img"), &store, 16, size, &[]);
-    let proxy = Proxy::start(&t.path().join("nginx"), store.port);
+    let rig = Rig::new(16, size, &[]);
+    let (store, img, proxy) = (&rig.store, &rig.img, &rig.proxy);
     // Every backend answer takes 300 ms: 32 prefetch requests of 128 KiB
     // on 2 workers take about 5 s.
     let hook = store.hook("/__faults?fail_next=0&latency_ms=300");
     assert!(hook.contains(" 200"), "{hook}");
-    let d = mount(
-        &t.path().join("m"),
-        &img,
-        proxy.port,
-        Some(&t.path().join("cache")),
+    let d = rig.mount(
+        "m",
+        true,
         json!({}),
         json!({"fs_prefetch": {"enable": true, "prefetch_all": true, "threads_count": 2,
             "merging_size": 2 * CHUNK}}),

@@ -288,3 +288,53 @@ pub fn empty_cache_keep_log(cache: &Path) -> PathBuf {
     }
     log.unwrap_or_else(|| panic!("no *.access log in {}", cache.display()))
 }
+
+/// One test's world: an object store holding an image of `count` files of
+/// `size` bytes, the recording proxy in front of it, and the blob cache
+/// directory, all in a fresh temporary directory.
+pub struct Rig {
+    pub store: ObjectStore,
+    pub img: Image,
+    pub proxy: Proxy,
+    pub cache: PathBuf,
+    /// Declared last: removed once the servers using it have stopped.
+    pub tmp: tempfile::TempDir,
+}
+
+impl Rig {
+    /// `table`: the image's prefetch table (absolute paths).
+    pub fn new(count: u64, size: u64, table: &[&str]) -> Rig {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = ObjectStore::start(&tmp.path().join("store"), AK, SK, REGION);
+        let img = image(&tmp.path().join("img"), &store, count, size, table);
+        let proxy = Proxy::start(&tmp.path().join("nginx"), store.port);
+        Rig {
+            cache: tmp.path().join("cache"),
+            store,
+            img,
+            proxy,
+            tmp,
+        }
+    }
+
+    /// `mount` of the image at `<tmp>/<name>`, with the rig's blob cache
+    /// (`cached`) or dummycache.
+    pub fn mount(
+        &self,
+        name: &str,
+        cached: bool,
+        backend_extra: serde_json::Value,
+        extra: serde_json::Value,
+    ) -> Nydusd {
+        let cache = cached.then_some(self.cache.as_path());
+        let dir = self.tmp.path().join(name);
+        mount(
+            &dir,
+            &self.img,
+            self.proxy.port,
+            cache,
+            backend_extra,
+            extra,
+        )
+    }
+}
