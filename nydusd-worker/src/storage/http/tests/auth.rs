@@ -5,6 +5,27 @@
 
 use super::*;
 
+/// A 401 asking for a Bearer token from this server's `/token`.
+fn bearer_challenge(port: usize) -> Vec<u8> {
+    let realm = format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"reg\"");
+    let h = ("WWW-Authenticate", realm);
+    answer(
+        "401 Unauthorized",
+        &[h, ("Content-Length", "0".into())],
+        b"",
+    )
+}
+
+/// Token number `n`, valid for `secs`.
+fn token_answer(n: usize, secs: u64) -> Vec<u8> {
+    let body = format!("{{\"token\":\"tok{n}\",\"expires_in\":{secs}}}");
+    answer(
+        "200 OK",
+        &[("Content-Length", body.len().to_string())],
+        body.as_bytes(),
+    )
+}
+
 #[test]
 fn bearer_token_fetched_once_renewed_on_401_and_replaced_by_set_auth() {
     let port = Arc::new(AtomicUsize::new(0));
@@ -26,25 +47,11 @@ fn bearer_token_fetched_once_renewed_on_401_and_replaced_by_set_auth() {
                 "{req:?}"
             );
             let n = t2.fetch_add(1, Ordering::SeqCst) + 1;
-            let body = format!("{{\"token\":\"tok{n}\",\"expires_in\":600}}");
-            return answer(
-                "200 OK",
-                &[("Content-Length", body.len().to_string())],
-                body.as_bytes(),
-            );
+            return token_answer(n, 600);
         }
         let n = t2.load(Ordering::SeqCst);
         if req.auth.as_deref() != Some(&format!("Bearer tok{n}")) || n == 0 {
-            let realm = format!(
-                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"reg\"",
-                p2.load(Ordering::SeqCst)
-            );
-            let h = ("WWW-Authenticate", realm);
-            return answer(
-                "401 Unauthorized",
-                &[h, ("Content-Length", "0".into())],
-                b"",
-            );
+            return bearer_challenge(p2.load(Ordering::SeqCst));
         }
         partial(req)
     });
@@ -82,24 +89,10 @@ fn short_lived_token_is_renewed_once_per_lifetime_not_per_request() {
     let s = Server::start(move |req, _| {
         if req.path.starts_with("/token") {
             let n = t2.fetch_add(1, Ordering::SeqCst) + 1;
-            let body = format!("{{\"token\":\"tok{n}\",\"expires_in\":2}}");
-            return answer(
-                "200 OK",
-                &[("Content-Length", body.len().to_string())],
-                body.as_bytes(),
-            );
+            return token_answer(n, 2);
         }
         if req.auth.is_none() {
-            let realm = format!(
-                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"reg\"",
-                p2.load(Ordering::SeqCst)
-            );
-            let h = ("WWW-Authenticate", realm);
-            return answer(
-                "401 Unauthorized",
-                &[h, ("Content-Length", "0".into())],
-                b"",
-            );
+            return bearer_challenge(p2.load(Ordering::SeqCst));
         }
         partial(req)
     });
@@ -142,16 +135,7 @@ fn failed_renewal_backs_off_instead_of_retrying_every_request() {
         }
         // Like a registry's leeway: the old token still works.
         if req.auth.as_deref() != Some("Bearer tok1") {
-            let realm = format!(
-                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"reg\"",
-                p2.load(Ordering::SeqCst)
-            );
-            let h = ("WWW-Authenticate", realm);
-            return answer(
-                "401 Unauthorized",
-                &[h, ("Content-Length", "0".into())],
-                b"",
-            );
+            return bearer_challenge(p2.load(Ordering::SeqCst));
         }
         partial(req)
     });
