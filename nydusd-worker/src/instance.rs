@@ -92,16 +92,13 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let reader = crate::bootstrap::open(bootstrap, config.rafs.mode)?;
     let stem = bootstrap.file_stem().and_then(|s| s.to_str());
     let storage = storage_config(config)?;
-    let mut device = BlobDevice::new(reader.blobs(), stem, storage)
-        .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
+    let blob_error = |e: io::Error| format!("bootstrap {}: {e}", bootstrap.display());
+    let mut device = BlobDevice::new(reader.blobs(), stem, storage).map_err(blob_error)?;
     // A successor worker takes over a mount that serves, whatever was
     // deleted since: only a new mount refuses a missing blob.
     if req.fresh_start {
         for id in device.blob_ids() {
-            device
-                .backend()
-                .check_blob(&id)
-                .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
+            device.backend().check_blob(&id).map_err(blob_error)?;
         }
     }
     if let Some(hook) = req.on_failure {
