@@ -264,6 +264,23 @@ impl BlobDevice {
                     }
                 }
             }
+            // Stored as is but wanted in part: read straight into the
+            // buffer it is kept in, not through a request buffer and a copy.
+            (&[i], None)
+                if first.stored_raw() && first.compressed_size == first.uncompressed_size =>
+            {
+                let mut data = vec![0; len];
+                if self.backend_request(group, infos, owned, &mut data) {
+                    match self.check(first, &data) {
+                        Ok(()) => {
+                            let data = Arc::new(data);
+                            let chunk = Chunk::Own(data.clone());
+                            self.finish_chunk(i, infos, owned, results, chunk, &data)
+                        }
+                        Err(why) => self.fail_chunk(first, &why, owned),
+                    }
+                }
+            }
             _ => with_scratch(len, |buf| {
                 if !self.backend_request(group, infos, owned, buf) {
                     return;
