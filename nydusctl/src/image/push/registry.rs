@@ -59,6 +59,9 @@ fn describe(e: &dyn std::error::Error) -> String {
 
 impl Registry {
     pub fn new(r: &Reference, creds: Option<Credentials>, tls: &Tls) -> Result<Registry, String> {
+        // reqwest comes without a TLS crypto provider (see nydusd's http
+        // conn); Err only says one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         // No overall timeout: a large blob may take long; a dead peer is
         // caught by the connect timeout and TCP keepalive.
         let mut b = Client::builder()

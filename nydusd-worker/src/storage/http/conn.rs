@@ -62,6 +62,10 @@ fn invalid(msg: String) -> io::Error {
 /// resolve to 127.0.0.1 whatever DNS says (RFC 6761 `.localhost` names,
 /// which glibc does not resolve but curl and browsers do).
 fn builder(cfg: &HttpConfig, loopback: &[String]) -> io::Result<ClientBuilder> {
+    // reqwest comes without a TLS crypto provider: its default, aws-lc,
+    // made the program 1.3 MB larger, and a cold start reads all of it from
+    // disk. Err only says a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut b = Client::builder()
         .user_agent(AGENT)
         // Redirects are followed by the backend, which caches the final
