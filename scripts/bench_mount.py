@@ -2,6 +2,12 @@
 """Mount benchmarks for scripts/bench.sh: nydusd vs the kernel's EROFS vs
 squashfuse vs the native tree, side by side in one run, medians of N runs.
 
+Cold figures need caches dropped and a fresh mount, so the targets take
+turns, one figure at a time. Warm figures have no such need: all targets are
+mounted at once and their walks and reads alternate. Either way the two
+sides of a ratio are measured close together, so a noisy neighbour slows
+both alike rather than whichever happened to coincide with it.
+
 Usage: bench_mount.py --tree TREE --dir WORKDIR --nydusd BIN --nydusctl BIN [--runs N]
 """
 
@@ -40,6 +46,7 @@ class Target:
 
     def __init__(self, name, args):
         self.name, self.args, self.proc = name, args, None
+        self.peak_rss = None
         self.mnt = os.path.join(args.dir, "mnt-" + name)
         os.makedirs(self.mnt, exist_ok=True)
 
@@ -94,19 +101,21 @@ class Target:
             except OSError:
                 time.sleep(0.0002)
 
-    def peak_rss_mib(self):
+    def sample_peak_rss(self):
+        """Keeps the largest VmHWM of any daemon this target ran."""
         if not self.proc:
-            return None
+            return
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return None
+                    mib = int(line.split()[1]) / 1024
+                    self.peak_rss = max(self.peak_rss or 0, mib)
 
     def umount(self):
         if self.name == "native":
             return
         if self.proc:
+            self.sample_peak_rss()
             self.proc.terminate()
             self.proc.wait(timeout=20)
             self.proc = None
@@ -121,31 +130,76 @@ def fio(path, rw, bs):
     return json.loads(out[out.index("{"):])["jobs"][0]["read"]["runtime"] / 1000.0
 
 
-def one_run(t, probe, big_file):
-    r = {}
-    drop_caches()
-    r["start to first stat (s)"] = t.first_stat(probe) if t.name != "native" else None
-    walk = "find . -printf '%s %T@\\n' > /dev/null"
-    tar = "tar -cf - . | wc -c > /dev/null"
-    r["stat walk cold (s)"] = timed(walk, cwd=t.path())
-    r["stat walk warm (s)"] = timed(walk, cwd=t.path())
-    t.umount(); drop_caches(); t.mount()
-    r["tree read cold (s)"] = timed(tar, cwd=t.path())
-    r["tree read warm (s)"] = timed(tar, cwd=t.path())
-    t.umount(); drop_caches(); t.mount()
-    r["fio seq 1M cold (s)"] = fio(os.path.join(t.path(), big_file), "read", "1M")
-    t.umount(); drop_caches(); t.mount()
-    r["fio rand 4k cold (s)"] = fio(os.path.join(t.path(), big_file), "randread", "4k")
-    r["peak RSS (MiB)"] = t.peak_rss_mib()
-    t.umount()
+WALK = "find . -printf '%s %T@\\n' > /dev/null"
+TAR = "tar -cf - . | wc -c > /dev/null"
+WARM_ROUNDS = 3
+
+
+def cold_figures(targets, probe, big_file):
+    """Each cold figure for every target in turn before the next figure, so
+    the two sides of a ratio are taken seconds apart, not minutes."""
+    r = {t.name: {} for t in targets}
+
+    def fresh(t):
+        t.umount()
+        drop_caches()
+        t.mount()
+
+    for t in targets:
+        drop_caches()
+        r[t.name]["start to first stat (s)"] = t.first_stat(probe) if t.name != "native" else None
+        r[t.name]["stat walk cold (s)"] = timed(WALK, cwd=t.path())
+        t.umount()
+    for t in targets:
+        fresh(t)
+        r[t.name]["tree read cold (s)"] = timed(TAR, cwd=t.path())
+        t.umount()
+    for key, rw, bs in (("fio seq 1M cold (s)", "read", "1M"), ("fio rand 4k cold (s)", "randread", "4k")):
+        for t in targets:
+            fresh(t)
+            r[t.name][key] = fio(os.path.join(t.path(), big_file), rw, bs)
+            t.umount()
     # Start again with the program and image in the page cache, as when a
     # node starts its next container: what is left is the daemon's own work.
-    if t.name != "native":
-        r["start, binary cached (s)"] = t.first_stat(probe)
+    # A start just before the timed one puts them there (the other targets'
+    # figures dropped the caches since this target's last start).
+    for t in targets:
+        if t.name == "native":
+            r[t.name]["start, binary cached (s)"] = None
+            continue
+        t.first_stat(probe)
         t.umount()
-    else:
-        r["start, binary cached (s)"] = None
+        r[t.name]["start, binary cached (s)"] = t.first_stat(probe)
+        t.umount()
     return r
+
+
+def warm_run(targets):
+    """Every target mounted at once, warmed by one walk and one read, then
+    WARM_ROUNDS rounds of each target in turn; medians of the rounds."""
+    drop_caches()
+    for t in targets:
+        t.mount()
+    samples = {t.name: {"stat walk warm (s)": [], "tree read warm (s)": []} for t in targets}
+    for cmd, key in ((WALK, "stat walk warm (s)"), (TAR, "tree read warm (s)")):
+        for t in targets:
+            timed(cmd, cwd=t.path())
+        for _ in range(WARM_ROUNDS):
+            for t in targets:
+                samples[t.name][key].append(timed(cmd, cwd=t.path()))
+    for t in targets:
+        t.umount()
+    return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+
+
+def one_run(targets, probe, big_file):
+    results = cold_figures(targets, probe, big_file)
+    for name, r in warm_run(targets).items():
+        results[name].update(r)
+    for t in targets:
+        results[t.name]["peak RSS (MiB)"] = t.peak_rss
+        t.peak_rss = None
+    return results
 
 
 def main():
@@ -176,10 +230,13 @@ def main():
     targets = [Target(n, a) for n in a.targets.split(",")]
     results = {t.name: [] for t in targets}
     for i in range(a.runs):
-        for t in targets:
-            results[t.name].append(one_run(t, probe, big_file))
+        for name, r in one_run(targets, probe, big_file).items():
+            results[name].append(r)
         print(f"run {i + 1}/{a.runs} done", flush=True)
-    metrics = list(results["native"][0].keys())
+    order = ["start to first stat (s)", "stat walk cold (s)", "stat walk warm (s)", "tree read cold (s)",
+             "tree read warm (s)", "fio seq 1M cold (s)", "fio rand 4k cold (s)", "peak RSS (MiB)",
+             "start, binary cached (s)"]
+    metrics = [m for m in order if m in results["native"][0]]
     names = [t.name for t in targets]
     print(f"\n{'metric (median of %d)' % a.runs:<28}" + "".join(f"{n:>22}" for n in names))
     for m in metrics:
