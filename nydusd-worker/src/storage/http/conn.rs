@@ -63,7 +63,7 @@ fn invalid(msg: String) -> io::Error {
 /// which glibc does not resolve but curl and browsers do).
 fn builder(cfg: &HttpConfig, loopback: &[String]) -> io::Result<ClientBuilder> {
     // reqwest comes without a TLS crypto provider: its default, aws-lc,
-    // made the program 1.3 MB larger, and a cold start reads all of it from
+    // made the program 0.8 MB larger, and a cold start reads all of it from
     // disk. Err only says a provider is already installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut b = Client::builder()
