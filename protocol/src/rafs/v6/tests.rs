@@ -306,19 +306,26 @@ fn chunk_table_is_searched_in_place_or_indexed_and_checked_on_first_use() {
         meta: None,
     };
     let blobs = std::slice::from_ref(&blob);
-    for order in [[0u32, 1, 2, 5], [5, 2, 0, 1]] {
+    for order in [[0u32, 1, 2, 5, 7], [5, 2, 0, 1, 7], [2, 5, 2, 0, 1]] {
         let mut file = vec![0u8; 16];
-        for c in order {
-            file.extend(chunk_record(0, c, u64::from(c) * 4096, 100 + c));
+        for (i, c) in order.into_iter().enumerate() {
+            // The first of duplicate keys (the third order) wins.
+            let size = if order[..i].contains(&c) {
+                999
+            } else {
+                100 + c
+            };
+            file.extend(chunk_record(0, c, u64::from(c) * 4096, size));
         }
-        let t = ChunkTable::new(16, 4 * 80, 4096, 4096);
-        assert_eq!(t.byte_range(), 16..16 + 4 * 80);
+        let t = ChunkTable::new(16, 5 * 80, 4096, 4096);
+        assert_eq!(t.byte_range(), 16..16 + 5 * 80);
         for c in [0u32, 1, 2, 5] {
             let got = t.get(&file, blobs, (0, c, u64::from(c))).unwrap().unwrap();
             assert_eq!((got.chunk_index, got.uncompressed_size), (c, 100 + c));
         }
         assert_eq!(t.get(&file, blobs, (0, 3, 3)).unwrap(), None);
         assert_eq!(t.get(&file, blobs, (0, 5, 4)).unwrap(), None);
+        assert_eq!(t.get(&file, blobs, (0, 9, 9)).unwrap(), None);
     }
     // A bad record anywhere fails every lookup, naming its offset.
     let mut file = vec![0u8; 16];
