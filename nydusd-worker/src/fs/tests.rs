@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ struct MemReader {
     inodes: BTreeMap<u64, Inode>,
     children: BTreeMap<u64, Vec<(Vec<u8>, u64)>>,
     xattrs: BTreeMap<u64, Xattrs>,
+    /// How many chunk lists `chunks` has built.
+    lists_built: AtomicUsize,
 }
 
 impl Reader for MemReader {
@@ -71,8 +74,18 @@ impl Reader for MemReader {
     fn xattrs(&self, ino: u64) -> Result<Xattrs> {
         Ok(self.xattrs.get(&ino).cloned().unwrap_or_default())
     }
-    fn chunks(&self, _ino: u64) -> Result<Vec<ChunkRef>> {
-        Ok(Vec::new())
+    /// One reference per chunk-size piece of the file.
+    fn chunks(&self, ino: u64) -> Result<Vec<ChunkRef>> {
+        self.lists_built.fetch_add(1, Ordering::SeqCst);
+        let pieces = self.inode(ino)?.size.div_ceil(self.sb.chunk_size.into());
+        Ok((0..pieces as u32)
+            .map(|i| ChunkRef {
+                blob_index: 0,
+                chunk_index: i,
+                file_offset: u64::from(i) * u64::from(self.sb.chunk_size),
+                info: None,
+            })
+            .collect())
     }
     fn prefetch_inodes(&self) -> Result<Vec<u64>> {
         Ok(Vec::new())
@@ -120,6 +133,7 @@ fn image(explicit: bool, has_xattr: bool) -> MemReader {
         inodes,
         children,
         xattrs,
+        lists_built: AtomicUsize::new(0),
     }
 }
 
@@ -310,4 +324,41 @@ fn xattrs_beside_other_mounts_are_empty_not_enosys() {
 fn flush_is_enosys_so_the_kernel_stops_sending_it() {
     let f = fs(false, false, false);
     assert_eq!(err(f.flush(&ctx(), 2, 0, 0)), libc::ENOSYS);
+}
+
+#[test]
+fn chunk_list_cache_keeps_big_files_lists_only() {
+    use super::chunks::{ChunkCache, MAX_REFS, MIN_CACHED_REFS};
+    let mut reader = image(false, false);
+    let chunk = u64::from(reader.sb.chunk_size);
+    // A file of n chunks is inode 10 + n, clear of the image's own.
+    let file = |n: u64| 10 + n;
+    let half = (MAX_REFS / 2 + 1) as u64;
+    for n in [
+        1,
+        MIN_CACHED_REFS as u64,
+        MAX_REFS as u64 + 1,
+        half,
+        half + 1,
+    ] {
+        let ino = file(n);
+        reader
+            .inodes
+            .insert(ino, inode(ino, libc::S_IFREG | 0o644, n * chunk, 0));
+    }
+    let cache = ChunkCache::default();
+    let builds = |n: u64, reads: usize| {
+        let before = reader.lists_built.load(Ordering::SeqCst);
+        for _ in 0..reads {
+            assert_eq!(cache.get(&reader, file(n)).unwrap().len() as u64, n);
+        }
+        reader.lists_built.load(Ordering::SeqCst) - before
+    };
+    assert_eq!(builds(1, 3), 3, "a one-chunk file's list is not kept");
+    assert_eq!(builds(MIN_CACHED_REFS as u64, 3), 1);
+    assert_eq!(builds(MAX_REFS as u64 + 1, 2), 2, "beyond the bound");
+    // Filling past the bound starts over.
+    assert_eq!(builds(half, 2), 1);
+    assert_eq!(builds(half + 1, 2), 1);
+    assert_eq!(builds(half, 1), 1, "dropped at the start-over");
 }
