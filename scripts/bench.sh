@@ -7,7 +7,9 @@
 #                             EROFS mount (mkfs.erofs), squashfuse, and native: start to first stat
 #                             (caches dropped, and again with the binary cached), stat walk cold/warm,
 #                             whole-tree read cold/warm, fio seq 1 MiB / rand 4 KiB of a 64 MiB file,
-#                             nydusd peak RSS; printed as ratios to native.
+#                             nydusd peak RSS (the largest of any daemon in a run); printed as ratios
+#                             to native. Cold figures take every target in turn, one figure at a time;
+#                             warm ones alternate between targets mounted at once.
 #   scripts/bench.sh remote   a start-up file set read cold from an object store behind 10 ms of netem
 #                             latency (own network namespace; without netem in the kernel, the store's
 #                             own per-request latency), with and without prefetch; bytes fetched
