@@ -249,36 +249,24 @@ impl BlobDevice {
             .unwrap_or(start);
         let len = (end - start) as usize;
         let began = StorageMetrics::now_millis();
+        let stored_raw = first.stored_raw() && first.compressed_size == first.uncompressed_size;
         match (group, dest.range(group[0])) {
-            // A chunk stored as is and wanted whole is read straight into place.
-            (&[i], Some(range))
-                if first.stored_raw() && first.compressed_size == first.uncompressed_size =>
-            {
-                if self.backend_request(group, infos, owned, &mut dest.out[range.clone()]) {
-                    let data = &dest.out[range];
-                    match self.check(first, data) {
-                        Ok(()) => {
-                            self.finish_chunk(i, infos, owned, results, Chunk::Filled(data), data)
-                        }
-                        Err(why) => self.fail_chunk(first, &why, owned),
-                    }
+            // A chunk stored as is is read straight into place, not through
+            // the request buffer and a copy: into the range of the caller's
+            // buffer that wants it whole, else into the buffer it is kept in.
+            (&[i], Some(range)) if stored_raw => {
+                let data = &mut dest.out[range];
+                if self.read_raw(group, infos, owned, data) {
+                    let data = &*data;
+                    self.finish_chunk(i, infos, owned, results, Chunk::Filled(data), data);
                 }
             }
-            // Stored as is but wanted in part: read straight into the
-            // buffer it is kept in, not through a request buffer and a copy.
-            (&[i], None)
-                if first.stored_raw() && first.compressed_size == first.uncompressed_size =>
-            {
+            (&[i], None) if stored_raw => {
                 let mut data = vec![0; len];
-                if self.backend_request(group, infos, owned, &mut data) {
-                    match self.check(first, &data) {
-                        Ok(()) => {
-                            let data = Arc::new(data);
-                            let chunk = Chunk::Own(data.clone());
-                            self.finish_chunk(i, infos, owned, results, chunk, &data)
-                        }
-                        Err(why) => self.fail_chunk(first, &why, owned),
-                    }
+                if self.read_raw(group, infos, owned, &mut data) {
+                    let data = Arc::new(data);
+                    let chunk = Chunk::Own(data.clone());
+                    self.finish_chunk(i, infos, owned, results, chunk, &data);
                 }
             }
             _ => with_scratch(len, |buf| {
@@ -310,6 +298,28 @@ impl BlobDevice {
         }
         if prefetch {
             self.metrics.prefetch_request(began, len as u64);
+        }
+    }
+
+    /// Reads a chunk stored as is (alone in `group`) into `buf` and checks
+    /// it. On failure, the chunk is failed (logged once) and false returned.
+    fn read_raw(
+        &self,
+        group: &[usize],
+        infos: &[ChunkInfo],
+        owned: &mut Owned<'_>,
+        buf: &mut [u8],
+    ) -> bool {
+        if !self.backend_request(group, infos, owned, buf) {
+            return false;
+        }
+        let info = &infos[group[0]];
+        match self.check(info, buf) {
+            Ok(()) => true,
+            Err(why) => {
+                self.fail_chunk(info, &why, owned);
+                false
+            }
         }
     }
 
