@@ -139,25 +139,20 @@ def cold_figures(targets, probe, big_file):
     """Each cold figure for every target in turn before the next figure, so
     the two sides of a ratio are taken seconds apart, not minutes."""
     r = {t.name: {} for t in targets}
-
-    def fresh(t):
-        t.umount()
-        drop_caches()
-        t.mount()
-
     for t in targets:
         drop_caches()
         r[t.name]["start to first stat (s)"] = t.first_stat(probe) if t.name != "native" else None
         r[t.name]["stat walk cold (s)"] = timed(WALK, cwd=t.path())
         t.umount()
-    for t in targets:
-        fresh(t)
-        r[t.name]["tree read cold (s)"] = timed(TAR, cwd=t.path())
-        t.umount()
-    for key, rw, bs in (("fio seq 1M cold (s)", "read", "1M"), ("fio rand 4k cold (s)", "randread", "4k")):
+    big = lambda t: os.path.join(t.path(), big_file)
+    on_fresh_mount = (("tree read cold (s)", lambda t: timed(TAR, cwd=t.path())),
+                      ("fio seq 1M cold (s)", lambda t: fio(big(t), "read", "1M")),
+                      ("fio rand 4k cold (s)", lambda t: fio(big(t), "randread", "4k")))
+    for key, measure in on_fresh_mount:
         for t in targets:
-            fresh(t)
-            r[t.name][key] = fio(os.path.join(t.path(), big_file), rw, bs)
+            drop_caches()
+            t.mount()
+            r[t.name][key] = measure(t)
             t.umount()
     # Start again with the program and image in the page cache, as when a
     # node starts its next container: what is left is the daemon's own work.
