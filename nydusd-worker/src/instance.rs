@@ -146,13 +146,7 @@ fn readahead(bootstrap: &Path, config: &DaemonConfig, device: &BlobDevice) -> Op
             return None;
         }
     };
-    match Readahead::new(bootstrap, work_dir, device.blob_ids(), secs) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            log::warn!("readahead off: {e}");
-            None
-        }
-    }
+    Some(Readahead::new(bootstrap, work_dir, device.blob_ids(), secs))
 }
 
 /// The image's identity for `FsOptions::handle_tag`: its path, size and

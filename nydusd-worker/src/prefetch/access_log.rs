@@ -5,10 +5,10 @@
 //! same image to prefetch first.
 
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nydus_protocol::access_log::{AccessLog, SUFFIX};
@@ -69,7 +69,13 @@ impl Recorder {
 /// Readahead of one mounted image.
 pub struct Readahead {
     pub recorder: Recorder,
-    path: PathBuf,
+    bootstrap: PathBuf,
+    work_dir: PathBuf,
+    /// The log's path, named by the bootstrap's digest: computed on first
+    /// use, off the mount path (hashing a big bootstrap takes milliseconds
+    /// the first `stat` should not wait for). None if the bootstrap could
+    /// not be read (said once).
+    path: OnceLock<Option<PathBuf>>,
     blobs: Vec<String>,
     pub window: Duration,
 }
@@ -77,31 +83,40 @@ pub struct Readahead {
 impl Readahead {
     /// Readahead for `bootstrap` whose log lives in `work_dir`; `blobs` are
     /// the effective blob ids by index. Recording starts now.
-    pub fn new(
-        bootstrap: &Path,
-        work_dir: &Path,
-        blobs: Vec<String>,
-        window_secs: u32,
-    ) -> Result<Readahead, String> {
-        let bytes = std::fs::read(bootstrap)
-            .map_err(|e| format!("bootstrap {}: {e}", bootstrap.display()))?;
-        let key = hex::encode(Sha256::digest(&bytes));
-        Ok(Readahead {
+    pub fn new(bootstrap: &Path, work_dir: &Path, blobs: Vec<String>, window_secs: u32) -> Self {
+        Readahead {
             recorder: Recorder::new(),
-            path: work_dir.join(format!("{key}.{SUFFIX}")),
+            bootstrap: bootstrap.to_path_buf(),
+            work_dir: work_dir.to_path_buf(),
+            path: OnceLock::new(),
             blobs,
             window: Duration::from_secs(window_secs.into()),
-        })
+        }
+    }
+
+    fn path(&self) -> Option<&Path> {
+        self.path
+            .get_or_init(|| match sha256_of(&self.bootstrap) {
+                Ok(key) => Some(self.work_dir.join(format!("{key}.{SUFFIX}"))),
+                Err(e) => {
+                    log::warn!("readahead off: bootstrap {}: {e}", self.bootstrap.display());
+                    None
+                }
+            })
+            .as_deref()
     }
 
     /// The chunks the last recorded start-up read, in order. A missing log
     /// is no log; a damaged or foreign one is ignored with one warning.
     pub fn load(&self) -> Vec<(u32, u32)> {
-        let bytes = match std::fs::read(&self.path) {
+        let Some(path) = self.path() else {
+            return Vec::new();
+        };
+        let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
             Err(e) => {
-                log::warn!("readahead log {}: {e}; ignored", self.path.display());
+                log::warn!("readahead log {}: {e}; ignored", path.display());
                 return Vec::new();
             }
         };
@@ -110,14 +125,14 @@ impl Readahead {
             Ok(_) => {
                 log::warn!(
                     "readahead log {}: recorded for other blobs than this image's; ignored (the next start-up replaces it)",
-                    self.path.display()
+                    path.display()
                 );
                 Vec::new()
             }
             Err(e) => {
                 log::warn!(
                     "readahead log {}: {e}; ignored (the next start-up replaces it)",
-                    self.path.display()
+                    path.display()
                 );
                 Vec::new()
             }
@@ -136,36 +151,50 @@ impl Readahead {
     /// says nothing about the start-up.
     pub fn finish(&self) {
         let chunks = self.recorder.close();
+        let Some(path) = self.path() else {
+            return;
+        };
         if chunks.is_empty() {
-            log::debug!(
-                "readahead: no reads recorded; keeping {}",
-                self.path.display()
-            );
+            log::debug!("readahead: no reads recorded; keeping {}", path.display());
             return;
         }
         let log = AccessLog {
             blobs: self.blobs.clone(),
             chunks,
         };
-        let tmp = self
-            .path
-            .with_extension(format!("{SUFFIX}.tmp{}", std::process::id()));
+        let tmp = path.with_extension(format!("{SUFFIX}.tmp{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&log.encode())?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
+            std::fs::rename(&tmp, path)
         };
         match write() {
             Ok(()) => log::info!(
                 "readahead: recorded {} chunks read at start-up in {}",
                 log.chunks.len(),
-                self.path.display()
+                path.display()
             ),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                log::warn!("readahead log {}: {e}; not kept", self.path.display());
+                log::warn!("readahead log {}: {e}; not kept", path.display());
             }
+        }
+    }
+}
+
+/// The bootstrap's SHA-256 in hex, read in pieces: a whole-file buffer
+/// would add the bootstrap's size to the daemon's peak memory.
+fn sha256_of(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(hex::encode(hasher.finalize())),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -200,21 +229,21 @@ mod tests {
         let boot = dir.path().join("boot");
         std::fs::write(&boot, b"bootstrap").unwrap();
         let blobs = vec!["b0".to_string()];
-        let ra = Readahead::new(&boot, dir.path(), blobs.clone(), 1).unwrap();
+        let ra = Readahead::new(&boot, dir.path(), blobs.clone(), 1);
         assert!(ra.load().is_empty());
         let file = [r(0, 2, 0), r(0, 3, 10)];
         ra.recorder.touch(&file, 10, 10, 20);
         ra.recorder.touch(&file, 10, 0, 20);
         ra.finish();
-        let again = Readahead::new(&boot, dir.path(), blobs, 1).unwrap();
+        let again = Readahead::new(&boot, dir.path(), blobs, 1);
         assert_eq!(again.load(), vec![(0, 3), (0, 2)]);
         // An empty window keeps the old log.
         again.finish();
         assert_eq!(again.load(), vec![(0, 3), (0, 2)]);
         // Another image's blobs, or damage: ignored, never a panic.
-        let other = Readahead::new(&boot, dir.path(), vec!["x".into()], 1).unwrap();
+        let other = Readahead::new(&boot, dir.path(), vec!["x".into()], 1);
         assert!(other.load().is_empty());
-        std::fs::write(&again.path, b"NYDUSACL garbage").unwrap();
+        std::fs::write(again.path().unwrap(), b"NYDUSACL garbage").unwrap();
         assert!(again.load().is_empty());
     }
 
@@ -224,11 +253,11 @@ mod tests {
         let boot = dir.path().join("boot");
         std::fs::write(&boot, b"bootstrap").unwrap();
         let blobs = vec!["b0".to_string()];
-        let first = Readahead::new(&boot, dir.path(), blobs.clone(), 1).unwrap();
+        let first = Readahead::new(&boot, dir.path(), blobs.clone(), 1);
         let file = [r(0, 2, 0), r(0, 3, 10)];
         first.recorder.touch(&file, 10, 0, 10);
         first.finish();
-        let successor = Readahead::new(&boot, dir.path(), blobs, 1).unwrap();
+        let successor = Readahead::new(&boot, dir.path(), blobs, 1);
         successor.stop_recording();
         successor.recorder.touch(&file, 10, 10, 20);
         successor.finish();

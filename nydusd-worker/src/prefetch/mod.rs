@@ -110,23 +110,26 @@ pub fn start(
 ) {
     let s = Settings::new(config);
     let path = path.to_string();
-    let logged = match data.readahead() {
-        Some(ra) => {
-            let _ = spawn("readahead-log", close_window(data.clone(), cancel.clone()));
-            ra.load()
-        }
-        None => Vec::new(),
-    };
+    let readahead = data.readahead().is_some();
+    if readahead {
+        let _ = spawn("readahead-log", close_window(data.clone(), cancel.clone()));
+    }
     let table = s.enable && config.cache.kind == CacheKind::Blobcache;
-    if logged.is_empty() && !table {
+    if !readahead && !table {
         return;
     }
-    let Some(pool) = Pool::start(&s, data, cancel.clone()) else {
-        return;
-    };
     let chunk_size = reader.super_info().chunk_size;
     let _ = spawn("prefetch", move || {
         let began = Instant::now();
+        // Loaded here, not on the mount path: naming the log hashes the
+        // bootstrap.
+        let logged = data.readahead().map(|ra| ra.load()).unwrap_or_default();
+        if logged.is_empty() && !table {
+            return;
+        }
+        let Some(pool) = Pool::start(&s, data, cancel.clone()) else {
+            return;
+        };
         if !logged.is_empty() {
             let refs = walk::find_chunks(&*reader, &logged, &cancel);
             let mut b = Batcher::new(s.merging_size, chunk_size);
