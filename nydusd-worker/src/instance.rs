@@ -82,6 +82,9 @@ pub struct OpenRequest<'a> {
     /// A new mount rather than a successor worker re-opening its
     /// predecessor's: only a new mount records its start-up reads.
     pub fresh_start: bool,
+    /// Replies land in a VM guest's memory, which the guest can change
+    /// while we use it (virtio-fs).
+    pub guest_memory: bool,
 }
 
 /// Opens `req.bootstrap` with `req.config`. The error is one line naming the
@@ -91,7 +94,7 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     let bootstrap = req.bootstrap;
     let reader = crate::bootstrap::open(bootstrap, config.rafs.mode)?;
     let stem = bootstrap.file_stem().and_then(|s| s.to_str());
-    let storage = storage_config(config)?;
+    let storage = storage_config(config, req.guest_memory)?;
     let blob_error = |e: io::Error| format!("bootstrap {}: {e}", bootstrap.display());
     let mut device = BlobDevice::new(reader.blobs(), stem, storage).map_err(blob_error)?;
     // A successor worker takes over a mount that serves, whatever was
@@ -167,7 +170,7 @@ fn image_tag(bootstrap: &Path) -> u64 {
 }
 
 /// DaemonConfig → what the blob device needs.
-fn storage_config(config: &DaemonConfig) -> Result<StorageConfig, String> {
+fn storage_config(config: &DaemonConfig, guest_memory: bool) -> Result<StorageConfig, String> {
     let backend: Arc<dyn crate::storage::Backend> = match &config.backend {
         BackendConfig::Localfs(l) => Arc::new(
             LocalFs::new(l.dir.clone(), l.blob_file.clone(), l.alt_dirs.clone())
@@ -203,6 +206,7 @@ fn storage_config(config: &DaemonConfig) -> Result<StorageConfig, String> {
         cache,
         digest_validate: config.rafs.digest_validate || config.cache.validate,
         amplify_io: config.rafs.amplify_io.into(),
+        shared_reply_memory: guest_memory,
     })
 }
 

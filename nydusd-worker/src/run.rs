@@ -222,6 +222,7 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         // Without an API or a supervisor nothing can add a pseudo mount,
         // so no index is ever reused and opens can be skipped.
         cli.apisock.is_none() && cli.supervisor.is_none(),
+        matches!(plan.target, Target::Sock(_)),
     ));
     if let Some(t) = &takeover {
         t.restore(&daemon)?;

@@ -86,14 +86,16 @@ pub struct Daemon {
     events: Sender<Event>,
     /// The kernel skips FUSE OPEN/RELEASE (see `Daemon::new`).
     zero_message_open: bool,
+    /// Replies are written into a VM guest's memory (virtio-fs).
+    guest_memory: bool,
     /// Re-opening a predecessor's mounts: they are not fresh starts, so
     /// their reads must not replace the recorded start-up (readahead).
     restoring: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock means a panic elsewhere mid-update; with panic=abort
-    // in release that cannot happen, and in tests the data is still usable.
+    // A poisoned lock means a panic elsewhere mid-update (a FUSE or vring
+    // thread); every critical section leaves the data usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -132,6 +134,7 @@ impl Daemon {
         supervisor: Option<PathBuf>,
         events: Sender<Event>,
         zero_message_open: bool,
+        guest_memory: bool,
     ) -> Self {
         let opts = VfsOptions {
             // Skipping OPEN/RELEASE saves two requests per file open (a warm
@@ -166,6 +169,7 @@ impl Daemon {
             notifier: Mutex::new(None),
             events,
             zero_message_open,
+            guest_memory,
             restoring: AtomicBool::new(false),
         }
     }
@@ -305,6 +309,7 @@ impl Daemon {
             on_failure: Some(self.failure_hook()),
             shared_connection: path != "/",
             tagged_handles: !self.zero_message_open,
+            guest_memory: self.guest_memory,
             fresh_start: !self.restoring.load(Ordering::Relaxed),
         })?;
         let device = opened.device.clone();

@@ -40,6 +40,9 @@ pub struct BlobDevice {
     pub(super) work_dir: Option<PathBuf>,
     pub(super) digest_validate: bool,
     pub(super) amplify_io: u64,
+    /// See `StorageConfig::shared_reply_memory`: no chunk is decoded or
+    /// read in place into the caller's buffer.
+    shared_reply_memory: bool,
     pub(super) inflight: Inflight,
     pub(super) metrics: StorageMetrics,
     /// Failures already logged, so a chunk that keeps failing is logged once
@@ -131,6 +134,7 @@ impl BlobDevice {
             work_dir,
             digest_validate: config.digest_validate,
             amplify_io: config.amplify_io.min(MAX_AMPLIFY_IO),
+            shared_reply_memory: config.shared_reply_memory,
             inflight: Inflight::default(),
             metrics: StorageMetrics::default(),
             logged: Mutex::new(HashSet::new()),
@@ -141,7 +145,6 @@ impl BlobDevice {
 
     /// Calls `hook` with a description of every failed chunk read (backend
     /// error, corrupt or unverifiable data, bad descriptor).
-    #[allow(dead_code)] // until instance.rs feeds it to Metrics::events()
     pub fn with_failure_hook(mut self, hook: FailureHook) -> Self {
         self.on_failure = Some(hook);
         self
@@ -217,7 +220,9 @@ impl BlobDevice {
         let mut whole: Vec<Option<Range<usize>>> = Vec::new();
         for p in &pending {
             let key = (p.info.blob_index, p.info.chunk_index);
-            let covers = (p.within == 0 && p.dst.len() == p.info.uncompressed_size as usize)
+            let covers = (!self.shared_reply_memory
+                && p.within == 0
+                && p.dst.len() == p.info.uncompressed_size as usize)
                 .then(|| p.dst.clone());
             match keys.iter().position(|k| *k == key) {
                 None => {

@@ -34,6 +34,11 @@ pub struct StorageConfig {
     /// Largest merged backend request, in bytes (`amplify_io`/`batch_size`);
     /// 0 fetches chunk by chunk.
     pub amplify_io: u64,
+    /// Read buffers are memory another party can write while we use it (a
+    /// virtio-fs guest's): chunks are then decoded and verified in buffers
+    /// of our own and copied out after, so the blob cache, which other
+    /// daemons may share, only ever gets the bytes that were verified.
+    pub shared_reply_memory: bool,
 }
 
 /// Where fetched chunks are kept.

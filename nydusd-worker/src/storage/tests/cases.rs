@@ -360,6 +360,41 @@ fn whole_and_repeated_chunks_in_one_read() {
     }
 }
 
+/// Reads into memory a VM guest can change (virtio-fs) never use it as a
+/// chunk's working buffer: what reaches the cache was verified in ours.
+/// Without the option, a stored-raw chunk wanted whole is read in place.
+#[test]
+fn shared_reply_memory_is_never_a_working_buffer() {
+    let t = tempfile::tempdir().unwrap();
+    let mut bytes = noise(0x8000);
+    bytes.extend(content(0x8000));
+    let img = image(bytes, 0x4000);
+    assert!(!img.refs[0].info.unwrap().compressed && img.refs[3].info.unwrap().compressed);
+    for shared in [false, true] {
+        let be = backend(&img);
+        let cache = blobcache(&t.path().join(format!("cache-{shared}")), false);
+        let dev = device_with(&img, &be, cache, 0, shared);
+        let mut buf = vec![0u8; img.content.len()];
+        let n = dev
+            .read(&img.refs, img.chunk_size, buf.len() as u64, 0, &mut buf)
+            .unwrap();
+        assert!(buf[..n] == img.content[..], "shared={shared}");
+        let theirs = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let in_place = be
+            .targets
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.start < theirs.end && theirs.start < r.end);
+        assert_eq!(in_place, !shared, "shared={shared}");
+        // The cache holds every chunk, verified.
+        let mut again = vec![0u8; img.content.len()];
+        dev.read(&img.refs, img.chunk_size, again.len() as u64, 0, &mut again)
+            .unwrap();
+        assert!(again == img.content && calls(&be) == 4, "shared={shared}");
+    }
+}
+
 #[test]
 fn localfs_backend_end_to_end() {
     let t = tempfile::tempdir().unwrap();
@@ -373,6 +408,7 @@ fn localfs_backend_end_to_end() {
         cache: blobcache(&t.path().join("cache"), false),
         digest_validate: false,
         amplify_io: 1 << 20,
+        shared_reply_memory: false,
     };
     let dev = BlobDevice::new(std::slice::from_ref(&img.info), None, config).unwrap();
     // A local read saves no round trip by reading past what was asked.

@@ -46,6 +46,7 @@ fn device(
         },
         digest_validate: true,
         amplify_io: 1 << 20,
+        shared_reply_memory: false,
     };
     (BlobDevice::new(reader.blobs(), stem, config).unwrap(), be)
 }

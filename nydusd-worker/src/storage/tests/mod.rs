@@ -17,17 +17,22 @@ use nydus_protocol::rafs::{BlobInfo, ChunkInfo, ChunkRef};
 
 use super::*;
 
-/// In-memory blobs; counts requests; optionally slow.
+/// In-memory blobs; counts requests and notes where each one's bytes went;
+/// optionally slow.
 #[derive(Default)]
 pub(super) struct MemBackend {
     pub blobs: Mutex<HashMap<String, Vec<u8>>>,
     pub calls: AtomicUsize,
     pub delay: Option<Duration>,
+    /// Address range of each request's buffer.
+    pub targets: Mutex<Vec<std::ops::Range<usize>>>,
 }
 
 impl Backend for MemBackend {
     fn read_at(&self, id: &str, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let at = buf.as_ptr() as usize;
+        self.targets.lock().unwrap().push(at..at + buf.len());
         if let Some(d) = self.delay {
             std::thread::sleep(d);
         }
@@ -146,11 +151,22 @@ pub(super) fn device(
     cache: CacheMode,
     amplify_io: u64,
 ) -> BlobDevice {
+    device_with(img, be, cache, amplify_io, false)
+}
+
+pub(super) fn device_with(
+    img: &Image,
+    be: &Arc<MemBackend>,
+    cache: CacheMode,
+    amplify_io: u64,
+    shared_reply_memory: bool,
+) -> BlobDevice {
     let config = StorageConfig {
         backend: be.clone(),
         cache,
         digest_validate: true,
         amplify_io,
+        shared_reply_memory,
     };
     BlobDevice::new(std::slice::from_ref(&img.info), None, config).unwrap()
 }
