@@ -248,14 +248,15 @@ impl FileData for DeviceData {
         chunks: &[ChunkRef],
         file_size: u64,
         offset: u64,
-        buf: &mut [u8],
+        room: &mut [u8],
+        want: usize,
     ) -> io::Result<usize> {
         if let Some(ra) = &self.readahead {
-            let end = file_size.min(offset.saturating_add(buf.len() as u64));
+            let end = file_size.min(offset.saturating_add(want as u64));
             ra.recorder.touch(chunks, self.chunk_size, offset, end);
         }
         self.device
-            .read(chunks, self.chunk_size, file_size, offset, buf)
+            .read_in(chunks, self.chunk_size, file_size, offset, room, want)
     }
 }
 

@@ -29,16 +29,18 @@ pub const MAX_BACKEND_INO: u64 = 0x00ff_ffff_ffff_ffff;
 
 /// Reads file bytes. Implemented by the blob device; a stub in tests.
 pub trait FileData: Send + Sync {
-    /// Fills `buf` with bytes `[offset, offset + buf.len())` of a regular file
-    /// of `file_size` bytes made of `chunks` (file order). Returns the count
-    /// (short only at end of file). Any fetch, decompression or digest
-    /// failure is an error: the caller answers EIO.
+    /// Fills the start of `room` with bytes `[offset, offset + want)` of a
+    /// regular file of `file_size` bytes made of `chunks` (file order).
+    /// Returns the count (short only at end of file). `room` past that is
+    /// scratch the implementation may overwrite. Any fetch, decompression
+    /// or digest failure is an error: the caller answers EIO.
     fn read(
         &self,
         chunks: &[ChunkRef],
         file_size: u64,
         offset: u64,
-        buf: &mut [u8],
+        room: &mut [u8],
+        want: usize,
     ) -> io::Result<usize>;
 }
 

@@ -131,13 +131,24 @@ impl RafsFs {
         })?;
         // Straight into the reply buffer: no chunk-sized buffer to allocate
         // (page-faulting 256 fresh pages), zero and copy again per request.
+        // Offered whole, its room past `len` (a FUSE reply buffer holds a
+        // chunk) takes a chunk wanted only in part as well.
         let mut src = FileSource {
             data: &*self.data,
             chunks: &chunks,
             size: inode.size,
             ino,
+            want: len,
         };
-        w.write_all_from(&mut src, len, offset)?;
+        let room = w.available_bytes().max(len);
+        let mut done = w.write_from(&mut src, room, offset)?;
+        while done < len {
+            src.want = len - done;
+            match w.write_from(&mut src, len - done, offset + done as u64)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => done += n,
+            }
+        }
         Ok(len)
     }
 
@@ -243,6 +254,8 @@ struct FileSource<'a> {
     chunks: &'a [ChunkRef],
     size: u64,
     ino: u64,
+    /// Bytes still wanted: the writer's slices may be bigger (scratch).
+    want: usize,
 }
 
 impl FileReadWriteVolatile for FileSource<'_> {
@@ -260,18 +273,18 @@ impl FileReadWriteVolatile for FileSource<'_> {
         // (the transports allocate it zero-filled or as guest memory) that
         // nothing else touches until we return.
         let buf = unsafe { std::slice::from_raw_parts_mut(slice.as_ptr(), slice.len()) };
-        self.data
-            .read(self.chunks, self.size, offset, buf)
+        let want = self.want.min(buf.len());
+        let n = self
+            .data
+            .read(self.chunks, self.size, offset, buf, want)
             .map_err(|e| {
                 // The storage layer logged the cause once; an error line
                 // here would repeat it for every read of a broken file.
-                log::debug!(
-                    "read of inode {} at {offset}+{} failed: {e}",
-                    self.ino,
-                    buf.len()
-                );
+                log::debug!("read of inode {} at {offset}+{want} failed: {e}", self.ino);
                 errno(libc::EIO)
-            })
+            })?;
+        self.want -= n;
+        Ok(n)
     }
 
     fn read_vectored_at_volatile(
@@ -281,9 +294,13 @@ impl FileReadWriteVolatile for FileSource<'_> {
     ) -> io::Result<usize> {
         let mut done = 0;
         for slice in bufs {
+            let wanted = self.want.min(slice.len());
+            if wanted == 0 {
+                break;
+            }
             let n = self.read_at_volatile(*slice, offset + done as u64)?;
             done += n;
-            if n < slice.len() {
+            if n < wanted {
                 break;
             }
         }

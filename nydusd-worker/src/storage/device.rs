@@ -42,7 +42,7 @@ pub struct BlobDevice {
     pub(super) amplify_io: u64,
     /// See `StorageConfig::shared_reply_memory`: no chunk is decoded or
     /// read in place into the caller's buffer.
-    shared_reply_memory: bool,
+    pub(super) shared_reply_memory: bool,
     pub(super) inflight: Inflight,
     pub(super) metrics: StorageMetrics,
     /// Failures already logged, so a chunk that keeps failing is logged once
@@ -52,7 +52,7 @@ pub struct BlobDevice {
     pub(super) on_failure: Option<FailureHook>,
     /// On-demand reads fetching from the backend right now; prefetch holds
     /// back its next request while this is not 0.
-    demand: AtomicUsize,
+    pub(super) demand: AtomicUsize,
 }
 
 /// Receives a one-line description (blob id, chunk, offset, cause) of each
@@ -150,14 +150,8 @@ impl BlobDevice {
         self
     }
 
-    /// Fills `buf` with bytes `[offset, offset + buf.len())` of a regular
-    /// file, clipped to `file_size`; returns the number of bytes filled (0 at
-    /// or past EOF). `chunks` are the file's chunk references in file order
-    /// (`Reader::chunks`), `chunk_size` the image's chunk size. Bytes no
-    /// chunk covers (holes) read as zeros.
-    ///
-    /// Any failure (backend error, bad chunk data, corrupt descriptor) is
-    /// `EIO`; it has been logged and counted, and the next read retries.
+    /// `read_in` of all of `buf`, with no room to spare.
+    #[cfg(test)]
     pub fn read(
         &self,
         chunks: &[ChunkRef],
@@ -166,13 +160,36 @@ impl BlobDevice {
         offset: u64,
         buf: &mut [u8],
     ) -> io::Result<usize> {
-        if offset >= file_size || buf.is_empty() {
+        let want = buf.len();
+        self.read_in(chunks, chunk_size, file_size, offset, buf, want)
+    }
+
+    /// Fills the start of `room` with bytes `[offset, offset + want)` of a
+    /// regular file, clipped to `file_size`; returns the number of bytes
+    /// filled (0 at or past EOF). `chunks` are the file's chunk references
+    /// in file order (`Reader::chunks`), `chunk_size` the image's chunk
+    /// size. Bytes no chunk covers (holes) read as zeros. The rest of `room`
+    /// is scratch: with room for a whole chunk, one wanted only in part is
+    /// decoded there (`partial.rs`).
+    ///
+    /// Any failure (backend error, bad chunk data, corrupt descriptor) is
+    /// `EIO`; it has been logged and counted, and the next read retries.
+    pub fn read_in(
+        &self,
+        chunks: &[ChunkRef],
+        chunk_size: u32,
+        file_size: u64,
+        offset: u64,
+        room: &mut [u8],
+        want: usize,
+    ) -> io::Result<usize> {
+        let want = want.min(room.len());
+        if offset >= file_size || want == 0 {
             return Ok(0);
         }
         self.metrics.total.fetch_add(1, Relaxed);
-        let end = file_size.min(offset.saturating_add(buf.len() as u64));
+        let end = file_size.min(offset.saturating_add(want as u64));
         let n = (end - offset) as usize;
-        let out = &mut buf[..n];
         let span = u64::from(chunk_size.max(1));
         let first = chunks.partition_point(|c| c.file_offset.saturating_add(span) <= offset);
         let mut pieces = Vec::new();
@@ -203,8 +220,14 @@ impl BlobDevice {
         // buffer they overwrite anyway (it holds an earlier reply's bytes,
         // so any gap must still be zeroed).
         if contiguous < n {
-            out.fill(0);
+            room[..n].fill(0);
+        } else if let Some(i) = self.part_to_decode_in_room(&pieces, room.len()) {
+            let rest = &chunks[next..];
+            if self.decode_part_in_room(&pieces[i], rest, i + 1 == pieces.len(), room)? {
+                pieces.remove(i);
+            }
         }
+        let out = &mut room[..n];
         let mut pending = Vec::new();
         for piece in pieces {
             if !self.read_cached(&piece, out) {

@@ -12,6 +12,7 @@ mod fetch;
 pub mod http;
 mod inflight;
 mod metrics;
+mod partial;
 #[cfg(test)]
 mod tests;
 mod verify;

@@ -483,3 +483,71 @@ fn backend_failure_is_eio_counted_and_retried() {
     assert!(read(&dev, &img, 0x4000, 100).is_err());
     assert_eq!(read(&dev, &img, 0, 100).unwrap(), img.content[..100]);
 }
+
+/// With room past the wanted bytes, a chunk wanted only in part is decoded
+/// (or, stored raw, read) there, not in a buffer of its own; whatever the
+/// room, every read returns the right bytes and caches the right chunk.
+#[test]
+fn a_chunk_wanted_in_part_is_decoded_in_the_spare_room() {
+    let cs = 0x4000usize;
+    let mut bytes = noise(2 * cs);
+    bytes.extend(content(2 * cs - 0x800));
+    let img = image(bytes, cs as u32);
+    let size = img.content.len();
+    // (offset, length, inside one raw chunk)
+    let cases = [
+        (0x1000, 0x800, true),
+        (0x4800, 0x1000, true),
+        (0x3000, 0x2000, false), // raw 0's tail, raw 1's head
+        (0x7000, 0x4000, false), // raw 1's tail, compressed 2's head
+        (0x9000, 0x100, false),
+        (0xF000, 0x2000, false), // compressed 3's tail, past EOF
+    ];
+    let t = tempfile::tempdir().unwrap();
+    for (k, (spare, cached)) in [(0, false), (cs, false), (0, true), (cs, true)]
+        .into_iter()
+        .enumerate()
+    {
+        for (j, (off, len, one_raw)) in cases.into_iter().enumerate() {
+            let what = format!("spare {spare:#x} blobcache {cached} read {off:#x}+{len:#x}");
+            let be = backend(&img);
+            let mode = if cached {
+                blobcache(&t.path().join(format!("c{k}-{j}")), false)
+            } else {
+                CacheMode::Dummycache
+            };
+            let dev = device(&img, &be, mode, 0);
+            let mut room = vec![0xAAu8; len + spare];
+            let n = dev
+                .read_in(&img.refs, img.chunk_size, size as u64, off, &mut room, len)
+                .unwrap();
+            let off = off as usize;
+            assert_eq!(n, len.min(size - off), "{what}");
+            assert!(room[..n] == img.content[off..off + n], "{what}");
+            let theirs = room.as_ptr() as usize..room.as_ptr() as usize + room.len();
+            let in_room = be
+                .targets
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.start < theirs.end && theirs.start < r.end);
+            if one_raw {
+                assert_eq!(in_room, spare > 0, "{what}: read in the room");
+            }
+            if cached {
+                // What was stored is the chunk, whole and right.
+                let before = calls(&be);
+                let whole = read(&dev, &img, 0, size).unwrap();
+                assert!(whole == img.content, "{what}: cached chunks");
+                let first = off / cs;
+                let last = (off + n - 1) / cs;
+                let fetched = calls(&be) - before;
+                assert_eq!(
+                    fetched,
+                    4 - (last - first + 1),
+                    "{what}: only the rest fetched"
+                );
+            }
+        }
+    }
+}
