@@ -8,6 +8,7 @@ mod bootstrap;
 mod cli;
 mod daemon;
 mod fs;
+mod fuse_channel;
 mod fuse_service;
 mod instance;
 mod logging;
