@@ -10,10 +10,9 @@ use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::api::Vfs;
-use fuse_backend_rs::transport::FuseSession;
+use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 
 use crate::daemon::Event;
-use crate::fuse_channel::{Channel, Stop};
 use crate::metrics::{InflightSlot, InflightTable};
 
 /// Upstream's filesystem name (`/proc/mounts` source column).
@@ -100,7 +99,6 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 pub struct FuseService {
     session: FuseSession,
     threads: Vec<JoinHandle<()>>,
-    stop: Stop,
     /// `major:minor` of our mount, to recognise it at exit.
     dev: Option<String>,
 }
@@ -130,7 +128,6 @@ impl FuseService {
         let mut svc = FuseService {
             session,
             threads: Vec::new(),
-            stop: Stop::new()?,
             dev,
         };
         let readahead = Arc::new(Readahead {
@@ -138,11 +135,10 @@ impl FuseService {
             done: std::sync::Once::new(),
         });
         for i in 0..threads {
-            let fuse = svc
+            let ch = svc
                 .session
-                .get_fuse_file()
-                .ok_or("FUSE channel: the session has no /dev/fuse fd")?;
-            let ch = Channel::new(fuse, &svc.stop).map_err(|e| format!("FUSE channel: {e}"))?;
+                .new_channel()
+                .map_err(|e| format!("FUSE channel: {e}"))?;
             let server = server.clone();
             let events = events.clone();
             let slot = inflight.slot();
@@ -194,8 +190,8 @@ impl FuseService {
     }
 
     fn join(&mut self) {
-        if let Err(e) = self.stop.fire() {
-            log::warn!("{e}");
+        if let Err(e) = self.session.wake() {
+            log::warn!("waking FUSE threads: {e}");
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -233,13 +229,13 @@ impl Readahead {
 }
 
 fn serve(
-    mut ch: Channel,
+    mut ch: FuseChannel,
     server: &Server<Arc<Vfs>>,
     slot: &InflightSlot,
     readahead: &Readahead,
 ) -> Option<String> {
     loop {
-        match ch.next() {
+        match ch.get_request() {
             Ok(Some((reader, writer))) => {
                 let result = server.handle_message(reader, writer.into(), None, Some(slot));
                 readahead.after_request();
@@ -251,11 +247,17 @@ fn serve(
                     Err(e) => log::error!("FUSE request failed: {e}"),
                 }
             }
-            // Stopped, or unmounted.
+            // Woken by stop, or ENODEV: unmounted.
             Ok(None) => return None,
             Err(e) => {
-                log::error!("{e}");
-                return Some(e);
+                let text = e.to_string();
+                // After an unmount the device's epoll reports an error: a
+                // normal end, not a failure.
+                if text.contains("epoll error") {
+                    return None;
+                }
+                log::error!("reading /dev/fuse: {text}");
+                return Some(text);
             }
         }
     }

@@ -8,7 +8,6 @@ mod bootstrap;
 mod cli;
 mod daemon;
 mod fs;
-mod fuse_channel;
 mod fuse_service;
 mod instance;
 mod logging;
