@@ -141,13 +141,10 @@ impl RafsFs {
             want: len,
         };
         let room = w.available_bytes().max(len);
-        let mut done = w.write_from(&mut src, room, offset)?;
-        while done < len {
-            src.want = len - done;
-            match w.write_from(&mut src, len - done, offset + done as u64)? {
-                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                n => done += n,
-            }
+        let done = w.write_from(&mut src, room, offset)?;
+        if done < len {
+            // `src.want` has counted down to what is still missing.
+            w.write_all_from(&mut src, len - done, offset + done as u64)?;
         }
         Ok(len)
     }

@@ -5,7 +5,7 @@
 //! same image to prefetch first.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -183,20 +183,12 @@ impl Readahead {
     }
 }
 
-/// The bootstrap's SHA-256 in hex, read in pieces: a whole-file buffer
-/// would add the bootstrap's size to the daemon's peak memory.
+/// The bootstrap's SHA-256 in hex, streamed: a whole-file buffer would add
+/// the bootstrap's size to the daemon's peak memory.
 fn sha256_of(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(hex::encode(hasher.finalize())),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]
