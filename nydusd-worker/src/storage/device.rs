@@ -52,7 +52,7 @@ pub struct BlobDevice {
     pub(super) on_failure: Option<FailureHook>,
     /// On-demand reads fetching from the backend right now; prefetch holds
     /// back its next request while this is not 0.
-    pub(super) demand: AtomicUsize,
+    demand: AtomicUsize,
 }
 
 /// Receives a one-line description (blob id, chunk, offset, cause) of each
@@ -70,6 +70,13 @@ pub(super) struct Piece {
     pub(super) within: usize,
     /// Where those bytes go in the caller's buffer.
     pub(super) dst: Range<usize>,
+}
+
+impl Piece {
+    /// Whether the read wants all of the chunk.
+    pub(super) fn is_whole(&self) -> bool {
+        self.within == 0 && self.dst.len() == self.info.uncompressed_size as usize
+    }
 }
 
 /// How an `obtain`ed chunk can be read.
@@ -243,10 +250,7 @@ impl BlobDevice {
         let mut whole: Vec<Option<Range<usize>>> = Vec::new();
         for p in &pending {
             let key = (p.info.blob_index, p.info.chunk_index);
-            let covers = (!self.shared_reply_memory
-                && p.within == 0
-                && p.dst.len() == p.info.uncompressed_size as usize)
-                .then(|| p.dst.clone());
+            let covers = (!self.shared_reply_memory && p.is_whole()).then(|| p.dst.clone());
             match keys.iter().position(|k| *k == key) {
                 None => {
                     keys.push(key);
@@ -259,13 +263,11 @@ impl BlobDevice {
         }
         let needed = uniq.len();
         self.read_ahead(&chunks[next..], &mut keys, &mut uniq);
-        self.demand.fetch_add(1, Relaxed);
         let mut dest = Dest {
             out: &mut *out,
             ranges: &whole,
         };
-        let obtained = self.obtain(&uniq, needed, false, &mut dest);
-        self.demand.fetch_sub(1, Relaxed);
+        let obtained = self.obtain_on_demand(&uniq, needed, &mut dest);
         let got: HashMap<ChunkKey, (usize, Option<Got>)> = keys
             .into_iter()
             .zip(obtained.into_iter().enumerate())
@@ -371,6 +373,20 @@ impl BlobDevice {
     /// The effective blob ids, by blob index.
     pub fn blob_ids(&self) -> Vec<String> {
         self.blobs.iter().map(|b| b.id.clone()).collect()
+    }
+
+    /// `obtain` for a read: counted in `demand` meanwhile, so prefetch
+    /// holds back.
+    pub(super) fn obtain_on_demand(
+        &self,
+        infos: &[ChunkInfo],
+        needed: usize,
+        dest: &mut Dest<'_>,
+    ) -> Vec<Option<Got>> {
+        self.demand.fetch_add(1, Relaxed);
+        let got = self.obtain(infos, needed, false, dest);
+        self.demand.fetch_sub(1, Relaxed);
+        got
     }
 
     /// Whether some on-demand read is fetching from the backend now.

@@ -4,7 +4,6 @@
 //! of its own (mapped, page-faulted and unmapped again each time).
 
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
 
 use nydus_protocol::rafs::ChunkRef;
 
@@ -21,13 +20,12 @@ impl BlobDevice {
             return None;
         }
         pieces.iter().rposition(|p| {
-            let size = p.info.uncompressed_size as usize;
             let cached = self
                 .blobs
                 .get(p.info.blob_index as usize)
                 .and_then(|b| b.cache.as_ref())
                 .is_some_and(|c| c.is_ready(p.info.chunk_index));
-            !(p.within == 0 && p.dst.len() == size) && size <= room && !cached
+            !p.is_whole() && p.info.uncompressed_size as usize <= room && !cached
         })
     }
 
@@ -50,17 +48,14 @@ impl BlobDevice {
         }
         let mut ranges = vec![None; uniq.len()];
         ranges[0] = Some(0..p.info.uncompressed_size as usize);
-        self.demand.fetch_add(1, Relaxed);
-        let got = self.obtain(
+        let got = self.obtain_on_demand(
             &uniq,
             1,
-            false,
             &mut Dest {
                 out: &mut *room,
                 ranges: &ranges,
             },
         );
-        self.demand.fetch_sub(1, Relaxed);
         let wanted = p.within..p.within + p.dst.len();
         match got.into_iter().next().flatten() {
             Some(Got::Filled) => {
