@@ -263,6 +263,71 @@ fn pseudo_root_two_images_and_umount_of_one() {
     b.check_tree(&mnt.join("a"), started);
 }
 
+fn remount_ok(d: &Daemon, sub: &str, img: &Image) {
+    let path = format!("/api/v1/mount?mountpoint={}", api::encode_query(sub));
+    let body = api::mount_body(&img.fx.bootstrap, &img.config);
+    let r = api::call(&d.apisock, "PUT", &path, Some(&body));
+    assert!(
+        r.status == 204 || r.status == 200,
+        "PUT mount {} at {sub}: HTTP {} {}; log:\n{}",
+        img.fx.name,
+        r.status,
+        r.body,
+        d.log_tail()
+    );
+}
+
+/// Every name and every byte of `img`, after the whole of `at` was walked
+/// and read under the image it replaced (so the kernel had it all cached).
+fn check_replaced(at: &Path, img: &Image, old: &Image, started: i64, d: &Daemon) {
+    img.check_tree(at, started);
+    assert_gone(&at.join(&old.deep_file().0), d);
+    let want = list(&img.tree);
+    assert_eq!(list(at), want, "listing of {} after the PUT", at.display());
+}
+
+/// `PUT /api/v1/mount` swaps the image in place, at a sub-path and at `/`
+/// (the `--bootstrap` image itself): the kernel's cached names, listings and
+/// pages of the old image must not survive it.
+#[test]
+fn remount_replaces_the_image_everywhere_it_was_cached() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = Image::new(tmp.path(), "mini-v5-lz4-blake3", "mini");
+    let b = Image::new(tmp.path(), "dedup-v6-zstd-blake3", "dedup");
+    let started = source::now_secs();
+
+    let d = start_pseudo(tmp.path());
+    mount_ok(&d, "/x/a", &a);
+    a.check_tree(&d.mountpoint.join("x/a"), started);
+    remount_ok(&d, "/x/a", &b);
+    check_replaced(&d.mountpoint.join("x/a"), &b, &a, started, &d);
+    assert_eq!(list(&d.mountpoint), ["x"]);
+    drop(d);
+
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let config = tmp.path().join("a.json");
+    std::fs::write(&config, &a.config).expect("write config");
+    let d = Daemon::start(
+        &root.join("mnt"),
+        &root.join("api.sock"),
+        &root.join("nydusd.log"),
+        &[
+            OsStr::new("--bootstrap"),
+            a.fx.bootstrap.as_os_str(),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--log-level"),
+            OsStr::new("warn"),
+        ],
+    );
+    a.check_tree(&d.mountpoint, started);
+    remount_ok(&d, "/", &b);
+    check_replaced(&d.mountpoint, &b, &a, started, &d);
+    remount_ok(&d, "/", &a);
+    check_replaced(&d.mountpoint, &a, &b, started, &d);
+}
+
 #[test]
 fn pseudo_mount_umount_cycles_leave_no_stale_entries() {
     let tmp = tempfile::tempdir().expect("tempdir");

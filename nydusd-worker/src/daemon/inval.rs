@@ -12,6 +12,9 @@ use nydus_protocol::rafs::{FileKind, Reader};
 use super::{lock, Daemon};
 use crate::fs::MAX_BACKEND_INO;
 
+/// The kernel's node id of the mountpoint's root directory.
+const FUSE_ROOT_ID: u64 = 1;
+
 /// Beyond this many inodes the walk is skipped: the entry invalidation
 /// alone still drops every dentry the kernel is not using.
 const MAX_WALK: usize = 4_000_000;
@@ -37,29 +40,77 @@ impl Daemon {
         }
     }
 
-    /// FUSE_NOTIFY_INVAL_ENTRY for the last component of `path` (nothing
-    /// for `/`, which the kernel never caches as an entry).
+    /// After the mount table changed at `path`: the kernel's entry for each
+    /// component of `path` that exists in the pseudo tree, plus the first
+    /// that does not (a pseudo directory removed with the mount), and the
+    /// attributes and cached listing of every pseudo directory above them.
+    /// The kernel caches pseudo directories' listings (OPENDIR is skipped),
+    /// so without this a new mount would not be listed and an old one would
+    /// linger.
     pub(super) fn invalidate_path(&self, path: &str) {
-        let Some((parent_path, name)) = path.rsplit_once('/') else {
-            return;
-        };
-        let parent = if parent_path.is_empty() {
-            "/"
-        } else {
-            parent_path
-        };
-        let (Ok(Some(parent_ino)), Ok(cname)) = (
-            self.vfs.get_root_pseudofs().path_walk(parent),
-            CString::new(name),
-        ) else {
-            return;
-        };
-        if name.is_empty() {
+        if lock(&self.notifier).is_none() {
             return;
         }
-        self.notify(&|| path.to_string(), &|w| {
+        let pseudo = self.vfs.get_root_pseudofs();
+        let mut dir = FUSE_ROOT_ID;
+        let mut dir_path = String::new();
+        self.invalidate_inode(dir);
+        for name in path.split('/').filter(|c| !c.is_empty()) {
+            self.invalidate_entry(dir, name.as_bytes());
+            dir_path.push('/');
+            dir_path.push_str(name);
+            match pseudo.path_walk(&dir_path) {
+                Ok(Some(ino)) => {
+                    dir = ino;
+                    self.invalidate_inode(ino);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// The kernel's entries for every name in the root directory of the
+    /// image `reader`: the image at `/` is replaced or removed, so its
+    /// names must go (positive entries) or a new image's names must become
+    /// visible (negative entries). The root's own listing goes with
+    /// `invalidate_path("/")`.
+    pub(super) fn invalidate_root_names(&self, reader: &dyn Reader) {
+        if lock(&self.notifier).is_none() {
+            return;
+        }
+        let root = reader.super_info().root_ino;
+        let mut names = Vec::new();
+        let _ = reader.readdir(root, 0, &mut |e, _| {
+            if e.name != b"." && e.name != b".." {
+                names.push(e.name.to_vec());
+            }
+            true
+        });
+        for name in names {
+            self.invalidate_entry(FUSE_ROOT_ID, &name);
+        }
+    }
+
+    fn invalidate_entry(&self, parent: u64, name: &[u8]) {
+        let Ok(cname) = CString::new(name) else {
+            return;
+        };
+        self.notify(
+            &|| format!("entry {:?} in {parent:#x}", String::from_utf8_lossy(name)),
+            &|w| {
+                self.server
+                    .notify_inval_entry(w, parent, &cname)
+                    .map(|_| ())
+                    .map_err(std::io::Error::other)
+            },
+        );
+    }
+
+    /// Attributes and cached pages (a directory's listing) of one node.
+    fn invalidate_inode(&self, nodeid: u64) {
+        self.notify(&|| format!("inode {nodeid:#x}"), &|w| {
             self.server
-                .notify_inval_entry(w, parent_ino, &cname)
+                .notify_inval_inode(w, nodeid, 0, 0)
                 .map(|_| ())
                 .map_err(std::io::Error::other)
         });
@@ -92,13 +143,7 @@ impl Daemon {
             });
         }
         for ino in seen {
-            let nodeid = (u64::from(index) << 56) | ino;
-            self.notify(&|| format!("inode {nodeid:#x}"), &|w| {
-                self.server
-                    .notify_inval_inode(w, nodeid, 0, 0)
-                    .map(|_| ())
-                    .map_err(std::io::Error::other)
-            });
+            self.invalidate_inode((u64::from(index) << 56) | ino);
         }
     }
 }

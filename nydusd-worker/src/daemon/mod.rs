@@ -244,8 +244,14 @@ impl Daemon {
         }
         drop(mounts);
         result?;
-        // The kernel may have cached a negative entry here.
+        // The kernel may have cached a negative entry here (for `/`, of
+        // any of the image's top-level names).
         self.invalidate_path(&path);
+        if path == "/" {
+            if let Some(new) = lock(&self.mounts).get("/") {
+                self.invalidate_root_names(&*new.reader);
+            }
+        }
         Ok(())
     }
 
@@ -272,10 +278,19 @@ impl Daemon {
             // old one keeps serving, so give it a set again.
             self.metrics.add_fs(&path, old_opts);
         }
+        let new_reader = mounts.get(&path).map(|r| r.reader.clone());
         drop(mounts);
         let old = result?;
         self.invalidate_path(&path);
         if let Some(old) = old {
+            if path == "/" {
+                // The image is the root directory itself: its old names
+                // and any the new image brings.
+                self.invalidate_root_names(&*old.reader);
+                if let Some(new) = new_reader {
+                    self.invalidate_root_names(&*new);
+                }
+            }
             self.invalidate_image(old.index, &*old.reader);
         }
         Ok(())
@@ -378,6 +393,9 @@ impl Daemon {
         self.invalidate_path(&path);
         if let Some(old) = old {
             old.cancel_prefetch.store(true, Ordering::Relaxed);
+            if path == "/" {
+                self.invalidate_root_names(&*old.reader);
+            }
             self.invalidate_image(old.index, &*old.reader);
         }
         Ok(())
