@@ -8,8 +8,8 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::daemon::VfsView;
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::api::Vfs;
 use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 
 use crate::daemon::Event;
@@ -117,7 +117,7 @@ impl FuseService {
     /// `events` when it stops on its own (the mount went away).
     pub fn start(
         session: FuseSession,
-        server: Arc<Server<Arc<Vfs>>>,
+        server: Arc<Server<Arc<VfsView>>>,
         threads: u32,
         events: Sender<Event>,
         inflight: &Arc<InflightTable>,
@@ -230,7 +230,7 @@ impl Readahead {
 
 fn serve(
     mut ch: FuseChannel,
-    server: &Server<Arc<Vfs>>,
+    server: &Server<Arc<VfsView>>,
     slot: &InflightSlot,
     readahead: &Readahead,
 ) -> Option<String> {

@@ -286,7 +286,7 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         let (service, handle) = VirtiofsService::start(
             sock,
             listener,
-            daemon.vfs().clone(),
+            daemon.view().clone(),
             cli.fuse_threads as usize,
             tx.clone(),
             daemon.inflight().clone(),

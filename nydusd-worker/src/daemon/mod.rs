@@ -24,6 +24,9 @@ use crate::metrics::Metrics;
 mod control;
 mod handoff;
 mod inval;
+mod view;
+
+pub use view::VfsView;
 
 /// What wakes the main loop.
 #[derive(Debug)]
@@ -74,7 +77,8 @@ pub struct MountRecord {
 
 pub struct Daemon {
     vfs: Arc<Vfs>,
-    server: Arc<Server<Arc<Vfs>>>,
+    view: Arc<VfsView>,
+    server: Arc<Server<Arc<VfsView>>>,
     mounts: Mutex<BTreeMap<String, MountRecord>>,
     metrics: Arc<Metrics>,
     start_time: i64,
@@ -145,9 +149,13 @@ impl Daemon {
             // the caller skips them only when the mount table cannot change.
             no_open: zero_message_open,
             // Skipping OPENDIR makes the kernel cache every directory's
-            // entries, the pseudo root's too; that is only right when no
-            // pseudo mount can appear or vanish later.
-            no_opendir: zero_message_open,
+            // entries, the pseudo directories' too. Over /dev/fuse every
+            // mount, remount and umount drops those listings
+            // (`invalidate_path`), so it is right even when the mount table
+            // changes; a virtio-fs guest cannot be told, so there only when
+            // the table is fixed. Directory handles carry no image tag, so
+            // nothing is lost by skipping them.
+            no_opendir: zero_message_open || !guest_memory,
             // Read-only: nothing to write back.
             no_writeback: true,
             ..VfsOptions::default()
@@ -157,8 +165,10 @@ impl Daemon {
         // empty pseudo directory, as upstream leaves it.
         vfs.set_remove_pseudo_root();
         let vfs = Arc::new(vfs);
+        let view = Arc::new(VfsView::new(vfs.clone()));
         Daemon {
-            server: Arc::new(Server::new(vfs.clone())),
+            server: Arc::new(Server::new(view.clone())),
+            view,
             vfs,
             mounts: Mutex::new(BTreeMap::new()),
             metrics: Arc::new(Metrics::new()),
@@ -174,7 +184,12 @@ impl Daemon {
         }
     }
 
-    pub fn server(&self) -> Arc<Server<Arc<Vfs>>> {
+    /// The Vfs as served (a virtio-fs device builds its server on it).
+    pub fn view(&self) -> &Arc<VfsView> {
+        &self.view
+    }
+
+    pub fn server(&self) -> Arc<Server<Arc<VfsView>>> {
         self.server.clone()
     }
 
@@ -333,6 +348,7 @@ impl Daemon {
             .vfs
             .mount(Box::new(opened.fs), path)
             .map_err(|e| format!("mountpoint {path}: {e}"))?;
+        self.view.mounted(path);
         let cache_id = parsed.id.clone().unwrap_or_default();
         self.metrics.add_storage(path, &cache_id, device.clone());
         // Before serving (the --bootstrap image) this is start-up detail,
@@ -384,6 +400,7 @@ impl Daemon {
         self.vfs
             .umount(&path)
             .map_err(|e| format!("mountpoint {path}: {e}"))?;
+        self.view.unmounted(&path);
         let old = mounts.remove(&path);
         drop(mounts);
         self.metrics.remove(&path);

@@ -32,13 +32,13 @@ use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::api::Vfs;
+
 use nydus_protocol::handoff::{VhostUserState, VHOST_STATE_VERSION};
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::daemon::Event;
+use crate::daemon::{Event, VfsView};
 use crate::metrics::InflightTable;
 use device::{Device, SharedDevice};
 use queue::{poll_in, Serving};
@@ -106,7 +106,7 @@ impl VirtiofsService {
     pub fn start(
         sock: &Path,
         listener: UnixListener,
-        vfs: Arc<Vfs>,
+        vfs: Arc<VfsView>,
         request_queues: usize,
         events: Sender<Event>,
         inflight: Arc<InflightTable>,
@@ -231,7 +231,7 @@ struct Ctx {
     serving: Serving,
     inflight: Arc<InflightTable>,
     request_queues: usize,
-    vfs: Arc<Vfs>,
+    vfs: Arc<VfsView>,
     stop: EventFd,
 }
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::daemon::VfsView;
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::api::Vfs;
 use fuse_backend_rs::transport::{FsCacheReqHandler, Reader, VirtioFsWriter};
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
@@ -29,7 +29,7 @@ pub type CallFd = Arc<Mutex<Option<File>>>;
 /// What a queue thread serves with.
 #[derive(Clone)]
 pub struct Serving {
-    pub server: Arc<Server<Arc<Vfs>>>,
+    pub server: Arc<Server<Arc<VfsView>>>,
     pub mem: Mem,
 }
 

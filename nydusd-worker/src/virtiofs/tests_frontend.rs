@@ -169,7 +169,7 @@ fn service(
     VirtiofsService::start(
         sock,
         listener,
-        vfs.clone(),
+        Arc::new(crate::daemon::VfsView::new(vfs.clone())),
         1,
         tx,
         Arc::new(InflightTable::default()),
