@@ -76,9 +76,6 @@ pub struct OpenRequest<'a> {
     pub on_failure: Option<FailureHook>,
     /// Other pseudo mounts may share the FUSE connection (not at `/`).
     pub shared_connection: bool,
-    /// Opens reach us and return the image tag as the handle (else the
-    /// kernel skips opens and every handle is 0).
-    pub tagged_handles: bool,
     /// A new mount rather than a successor worker re-opening its
     /// predecessor's: only a new mount records its start-up reads.
     pub fresh_start: bool,
@@ -119,11 +116,7 @@ pub fn open(req: OpenRequest<'_>) -> Result<Opened, String> {
     });
     let mut opts = FsOptions::for_daemon(req.start_time, config.rafs.enable_xattr);
     opts.xattr_enosys = !req.shared_connection;
-    opts.handle_tag = if req.tagged_handles {
-        image_tag(bootstrap)
-    } else {
-        0
-    };
+    opts.handle_tag = image_tag(bootstrap);
     if let Some(secs) = config.rafs.attr_timeout {
         opts.ttl = std::time::Duration::from_secs(secs.into());
     }

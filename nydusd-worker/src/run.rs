@@ -155,6 +155,21 @@ fn plan(cli: &Cli) -> Result<Plan, StartError> {
 }
 
 /// One absolute path per line; blank lines ignored.
+/// Whether the kernel is told to skip OPEN/RELEASE (`Daemon::new`), which
+/// caps the daemon at 255 mounts in its life. Without an API or a
+/// supervisor the table never changes. A FUSE daemon serving its
+/// `--bootstrap` image at `/` (nydus-snapshotter's per-image daemons, the
+/// supervisor's workers) refuses other mounts while it is there, so only
+/// 254 remounts or umount-and-mount rounds would reach the cap. A daemon
+/// started empty for pseudo mounts keeps real opens: it may mount many
+/// more images over its life. A successor (`--upgrade`) takes whatever its
+/// predecessor negotiated, from the Vfs snapshot.
+fn skip_opens(cli: &Cli, plan: &Plan) -> bool {
+    let fixed_table = cli.apisock.is_none() && cli.supervisor.is_none();
+    let image_at_root = plan.bootstrap.is_some() && plan.virtual_mountpoint == "/";
+    fixed_table || (matches!(plan.target, Target::Mount(_)) && image_at_root)
+}
+
 fn read_prefetch_list(path: &Path) -> Result<Vec<String>, StartError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("--prefetch-files {}: {e}", path.display()))?;
@@ -219,9 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode, StartError> {
         cli.id.clone(),
         cli.supervisor.clone(),
         tx.clone(),
-        // Without an API or a supervisor nothing can add a pseudo mount,
-        // so no index is ever reused and opens can be skipped.
-        cli.apisock.is_none() && cli.supervisor.is_none(),
+        skip_opens(&cli, &plan),
         matches!(plan.target, Target::Sock(_)),
     ));
     if let Some(t) = &takeover {

@@ -328,6 +328,85 @@ fn remount_replaces_the_image_everywhere_it_was_cached() {
     check_replaced(&d.mountpoint, &a, &b, started, &d);
 }
 
+/// The counters of `fop_hits` for OPEN and OPENDIR at `/`.
+fn opens_counted(d: &Daemon) -> (u64, u64) {
+    let m = api::call(&d.apisock, "GET", "/api/v1/metrics?id=/", None).json();
+    let hit = |i: usize| {
+        m["fop_hits"][i]
+            .as_u64()
+            .unwrap_or_else(|| panic!("metrics without fop_hits[{i}]: {m}"))
+    };
+    (hit(2), hit(8))
+}
+
+/// A daemon serving its `--bootstrap` image at `/` with an API (what
+/// nydus-snapshotter starts per image) lets the kernel skip OPEN and
+/// OPENDIR. File handles then carry no image tag, so a remount never hands
+/// out an index twice: a descriptor of the old image never reads the new
+/// one, and after 254 remounts the next one is refused with a reason.
+#[test]
+fn image_at_root_with_api_skips_opens_and_never_reuses_an_index() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let a = Image::new(tmp.path(), "mini-v5-lz4-blake3", "mini");
+    let b = Image::new(tmp.path(), "dedup-v6-zstd-blake3", "dedup");
+    let started = source::now_secs();
+    let config = tmp.path().join("a.json");
+    std::fs::write(&config, &a.config).expect("write config");
+    let mut d = Daemon::start(
+        &tmp.path().join("mnt"),
+        &tmp.path().join("api.sock"),
+        &tmp.path().join("nydusd.log"),
+        &[
+            OsStr::new("--bootstrap"),
+            a.fx.bootstrap.as_os_str(),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--log-level"),
+            OsStr::new("warn"),
+        ],
+    );
+    let mnt = d.mountpoint.clone();
+    a.check_tree(&mnt, started);
+    a.check_tree(&mnt, started);
+    assert_eq!(opens_counted(&d), (0, 0), "OPEN/OPENDIR reached the image");
+
+    let (rel, _) = a.deep_file();
+    let mut old = std::fs::File::open(mnt.join(rel)).expect("open a file of the first image");
+    let mut head = [0u8; 1];
+    old.read_exact(&mut head).expect("read it");
+    remount_ok(&d, "/", &b);
+    check_replaced(&mnt, &b, &a, started, &d);
+    let mut rest = Vec::new();
+    if old.read_to_end(&mut rest).is_ok() {
+        let want = std::fs::read(a.tree.join(rel)).expect("read source");
+        assert!(
+            want[1..] == rest[..],
+            "a descriptor of the first image read other bytes after the remount"
+        );
+    }
+    drop(old);
+
+    // Index 1 was the first image, 2 the second; 253 more remounts use
+    // up 3 to 255.
+    for i in 0..253 {
+        remount_ok(&d, "/", if i % 2 == 0 { &a } else { &b });
+    }
+    let path = format!("/api/v1/mount?mountpoint={}", api::encode_query("/"));
+    let body = api::mount_body(&b.fx.bootstrap, &b.config);
+    let refused = api::call(&d.apisock, "PUT", &path, Some(&body));
+    // A failed mount is 500, as upstream answers every mount failure.
+    assert!(
+        refused.status == 500,
+        "the remount after index 255 was not refused: HTTP {} {}",
+        refused.status,
+        refused.body
+    );
+    let why = api::error_message(&refused, "remount after index 255");
+    assert!(why.contains("255"), "refusal does not say why: {why}");
+    assert!(d.alive(), "nydusd died; log:\n{}", d.log_tail());
+    a.check_tree(&mnt, started);
+}
+
 #[test]
 fn pseudo_mount_umount_cycles_leave_no_stale_entries() {
     let tmp = tempfile::tempdir().expect("tempdir");

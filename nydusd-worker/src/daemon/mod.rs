@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -88,8 +88,8 @@ pub struct Daemon {
     /// A dup of the /dev/fuse fd, for invalidation notices once serving.
     notifier: Mutex<Option<File>>,
     events: Sender<Event>,
-    /// The kernel skips FUSE OPEN/RELEASE (see `Daemon::new`).
-    zero_message_open: bool,
+    /// The highest Vfs index handed out on this FUSE connection (0: none).
+    highest_index: AtomicU8,
     /// Replies are written into a VM guest's memory (virtio-fs).
     guest_memory: bool,
     /// Re-opening a predecessor's mounts: they are not fresh starts, so
@@ -146,7 +146,9 @@ impl Daemon {
             // the page cache as KEEP_CACHE would. But file handles become 0,
             // so the image tag that guards a reused pseudo-mount index
             // (`FsOptions::handle_tag`) is only possible with real opens:
-            // the caller skips them only when the mount table cannot change.
+            // without them `attach` never reuses an index, which caps a
+            // daemon at 255 mounts in its life. The caller skips opens only
+            // where that cap cannot matter (see `run`).
             no_open: zero_message_open,
             // Skipping OPENDIR makes the kernel cache every directory's
             // entries, the pseudo directories' too. Over /dev/fuse every
@@ -178,7 +180,7 @@ impl Daemon {
             state: Mutex::new(State::Init),
             notifier: Mutex::new(None),
             events,
-            zero_message_open,
+            highest_index: AtomicU8::new(0),
             guest_memory,
             restoring: AtomicBool::new(false),
         }
@@ -311,6 +313,16 @@ impl Daemon {
         Ok(())
     }
 
+    /// The highest Vfs index handed out on this FUSE connection (0: none).
+    pub fn highest_index(&self) -> u8 {
+        self.highest_index.load(Ordering::Acquire)
+    }
+
+    /// Records that `index` was handed out (here, or by a predecessor).
+    pub fn note_highest_index(&self, index: u8) {
+        self.highest_index.fetch_max(index, Ordering::AcqRel);
+    }
+
     /// Marks the mounts made from now on as restored from a predecessor
     /// (`true`) or fresh (`false`).
     pub fn set_restoring(&self, on: bool) {
@@ -331,6 +343,16 @@ impl Daemon {
         let fs_metrics = self
             .metrics
             .add_fs(path, instance::metrics_options(&parsed));
+        // With opens skipped, file handles carry no image tag, so an index
+        // must never be handed out twice: a descriptor left open on an
+        // earlier image there would read the new image's bytes. The Vfs
+        // hands indexes out in turn, so the next is `highest + 1` until
+        // all 255 have been used.
+        if self.vfs.options().no_open && self.highest_index() == u8::MAX {
+            return Err(format!(
+                "mountpoint {path}: this nydusd has used all 255 mount slots and, since the kernel skips opens here, cannot reuse one safely; start a new nydusd for more images"
+            ));
+        }
         let opened = instance::open(OpenRequest {
             bootstrap: &source,
             config: &parsed,
@@ -338,7 +360,6 @@ impl Daemon {
             stats: fs_metrics,
             on_failure: Some(self.failure_hook()),
             shared_connection: path != "/",
-            tagged_handles: !self.zero_message_open,
             guest_memory: self.guest_memory,
             fresh_start: !self.restoring.load(Ordering::Relaxed),
         })?;
@@ -348,6 +369,7 @@ impl Daemon {
             .vfs
             .mount(Box::new(opened.fs), path)
             .map_err(|e| format!("mountpoint {path}: {e}"))?;
+        self.note_highest_index(index);
         self.view.mounted(path);
         let cache_id = parsed.id.clone().unwrap_or_default();
         self.metrics.add_storage(path, &cache_id, device.clone());

@@ -97,7 +97,9 @@ impl FileSystem for RafsFs {
         _flags: u32,
     ) -> io::Result<usize> {
         let start = Instant::now();
-        let r = if handle == self.opts.handle_tag {
+        // 0: the kernel skips opens (then the daemon never reuses an index
+        // the kernel may still hold; see `Daemon::attach`).
+        let r = if handle == self.opts.handle_tag || handle == 0 {
             self.do_read(inode, w, size, offset)
         } else {
             Err(errno(libc::ESTALE))

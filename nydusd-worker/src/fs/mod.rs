@@ -64,12 +64,13 @@ pub struct FsOptions {
     pub ttl: Duration,
     /// How long the kernel may cache names (`entry_timeout`).
     pub entry_ttl: Duration,
-    /// Returned as the handle of every open and required on every read. A
-    /// pseudo-mount index is reused after 255 other mounts; a descriptor
-    /// opened on an earlier image whose index is now someone else's then
-    /// gets ESTALE instead of the new image's bytes. It depends only on the
-    /// image (see `handle_tag`), so a successor worker that restores the same
-    /// mount table accepts the handles its predecessor gave out.
+    /// Returned as the handle of every open and required on every read
+    /// (or 0, when the kernel skips opens). A pseudo-mount index is reused
+    /// after 255 other mounts; a descriptor opened on an earlier image whose
+    /// index is now someone else's then gets ESTALE instead of the new
+    /// image's bytes. It depends only on the image (see `handle_tag`), so a
+    /// successor worker that restores the same mount table accepts the
+    /// handles its predecessor gave out, whichever way it was started.
     pub handle_tag: u64,
 }
 

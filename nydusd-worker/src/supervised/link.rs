@@ -211,6 +211,7 @@ fn state(link: &Link) -> WorkerState {
         })
         .collect();
     st.vfs_state = vfs_snapshot(link);
+    st.highest_index = link.daemon.highest_index();
     st
 }
 

@@ -126,6 +126,7 @@ impl Takeover {
         if !self.state.virtiofs {
             restore_vfs(daemon, &self.state.vfs_state)?;
         }
+        daemon.note_highest_index(self.state.highest_index);
         self.wait_activation()
     }
 

@@ -70,6 +70,11 @@ pub struct WorkerState {
     /// fd handed around is the socket's listener, not `/dev/fuse`.
     #[serde(default)]
     pub virtiofs: bool,
+    /// The highest Vfs index handed out on this FUSE connection so far
+    /// (0: none). Where the kernel skips opens, an index is never reused,
+    /// so a successor must not hand out one of these again either.
+    #[serde(default)]
+    pub highest_index: u8,
 }
 
 /// The negotiated FUSE INIT options.

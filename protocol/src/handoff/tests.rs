@@ -21,6 +21,7 @@ fn state() -> WorkerState {
         log_level: "info".into(),
         start_time: 1_700_000_000,
         virtiofs: false,
+        highest_index: 3,
     }
 }
 
@@ -122,6 +123,16 @@ fn older_tables_and_requests_read_without_the_virtio_fs_fields() {
         CtlRequest::Mount { vhost_user, .. } => assert!(!vhost_user),
         other => panic!("{other:?}"),
     }
+}
+
+/// A state from a worker that predates `highest_index` (it kept real
+/// opens, so its successor needs no record of the indexes it used).
+#[test]
+fn older_states_read_without_the_highest_index() {
+    let mut v = serde_json::to_value(state()).unwrap();
+    v.as_object_mut().unwrap().remove("highest_index");
+    let st: WorkerState = serde_json::from_value(v).unwrap();
+    assert_eq!(st.highest_index, 0);
 }
 
 #[test]
