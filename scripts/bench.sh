@@ -19,7 +19,8 @@
 #                             (scripts/bench_virtiofs.sh, BENCH_DIR default /var/tmp/nydus-bench-virtiofs).
 #   scripts/bench.sh          create and mount.
 # Env: BENCH_DIR (default /var/tmp/nydus-bench; the tree and images are kept there and reused),
-#      BENCH_RUNS, BENCH_PROFILE (mktree profile, default big).
+#      BENCH_RUNS, BENCH_PROFILE (mktree profile, default big), BENCH_TARGETS (mount: default
+#      native,nydusd,erofs,squashfuse; nydusd-api is nydusd with --apisock, as nydus-snapshotter runs it).
 # Needs root (drop_caches, mounts). Machines are shared and noisy: compare the ratios, not seconds.
 set -euo pipefail
 # remote and virtiofs have their own scripts, tree and BENCH_DIR.
@@ -86,7 +87,7 @@ bench_create() {
 bench_mount() {
     say "mount: nydusd vs kernel EROFS vs squashfuse vs native on $TREE"
     python3 "$ROOT/scripts/bench_mount.py" --tree "$TREE" --dir "$DIR" --nydusd "$NYDUSD" \
-        --nydusctl "$NYDUSCTL" --runs "$RUNS"
+        --nydusctl "$NYDUSCTL" --runs "$RUNS" --targets "${BENCH_TARGETS:-native,nydusd,erofs,squashfuse}"
 }
 
 apt_install bc

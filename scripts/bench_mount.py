@@ -57,11 +57,11 @@ class Target:
         """Work that is not the daemon's start: an empty blob cache (the
         last run's can hold hundreds of MiB to delete) and the config."""
         a = self.args
-        if self.name != "nydusd":
+        if not self.name.startswith("nydusd"):
             return
-        cache = os.path.join(a.dir, "cache")
+        cache = os.path.join(a.dir, "cache-" + self.name)
         sh(f"rm -rf {cache} && mkdir -p {cache}")
-        with open(os.path.join(a.dir, "nydusd.json"), "w") as f:
+        with open(os.path.join(a.dir, self.name + ".json"), "w") as f:
             json.dump({"device": {"backend": {"type": "localfs", "config": {"dir": f"{a.dir}/nydus/blobs"}},
                                   "cache": {"type": "blobcache", "config": {"work_dir": cache}}},
                        "mode": "direct", "digest_validate": False}, f)
@@ -78,10 +78,12 @@ class Target:
             sh(f"mount -t erofs -o ro,loop {a.dir}/tree.erofs {self.mnt}")
         elif self.name == "squashfuse":
             sh(f"squashfuse {a.dir}/tree.sqfs {self.mnt}")
-        elif self.name == "nydusd":
-            cfg = os.path.join(a.dir, "nydusd.json")
+        elif self.name.startswith("nydusd"):
+            cfg = os.path.join(a.dir, self.name + ".json")
+            # nydusd-api: as nydus-snapshotter starts it, with an API socket.
+            api = ["--apisock", f"{a.dir}/{self.name}.sock"] if self.name == "nydusd-api" else []
             self.proc = subprocess.Popen([a.nydusd, "--config", cfg, "--mountpoint", self.mnt, "--bootstrap",
-                                          f"{a.dir}/nydus/bootstrap", "--log-level", "warn"],
+                                          f"{a.dir}/nydus/bootstrap", "--log-level", "warn"] + api,
                                          stdout=subprocess.DEVNULL, stderr=open(f"{a.dir}/nydusd.log", "a"))
         deadline = time.time() + 20
         while not is_mounted(self.mnt):
