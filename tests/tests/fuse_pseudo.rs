@@ -94,6 +94,35 @@ fn start_pseudo(tmp: &Path) -> Daemon {
     )
 }
 
+/// The two images every test here mounts: v5 and v6, different trees.
+fn two_images(tmp: &Path) -> [Image; 2] {
+    [
+        Image::new(tmp, "mini-v5-lz4-blake3", "mini"),
+        Image::new(tmp, "dedup-v6-zstd-blake3", "dedup"),
+    ]
+}
+
+/// `nydusd --bootstrap IMG --config ... --apisock` with its files in `dir`:
+/// the image at `/`, as nydus-snapshotter starts a daemon per image.
+fn start_with_image(dir: &Path, img: &Image) -> Daemon {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let config = dir.join("config.json");
+    std::fs::write(&config, &img.config).expect("write config");
+    Daemon::start(
+        &dir.join("mnt"),
+        &dir.join("api.sock"),
+        &dir.join("nydusd.log"),
+        &[
+            OsStr::new("--bootstrap"),
+            img.fx.bootstrap.as_os_str(),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--log-level"),
+            OsStr::new("warn"),
+        ],
+    )
+}
+
 /// `path` is ENOENT.
 fn assert_gone(path: &Path, d: &Daemon) {
     match std::fs::symlink_metadata(path) {
@@ -214,8 +243,7 @@ fn umounted_path_is_gone() {
 #[test]
 fn pseudo_root_two_images_and_umount_of_one() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let a = Image::new(tmp.path(), "mini-v5-lz4-blake3", "mini");
-    let b = Image::new(tmp.path(), "dedup-v6-zstd-blake3", "dedup");
+    let [a, b] = two_images(tmp.path());
     let started = source::now_secs();
     let d = start_pseudo(tmp.path());
     let mnt = d.mountpoint.clone();
@@ -292,8 +320,7 @@ fn check_replaced(at: &Path, img: &Image, old: &Image, started: i64, d: &Daemon)
 #[test]
 fn remount_replaces_the_image_everywhere_it_was_cached() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let a = Image::new(tmp.path(), "mini-v5-lz4-blake3", "mini");
-    let b = Image::new(tmp.path(), "dedup-v6-zstd-blake3", "dedup");
+    let [a, b] = two_images(tmp.path());
     let started = source::now_secs();
 
     let d = start_pseudo(tmp.path());
@@ -304,23 +331,7 @@ fn remount_replaces_the_image_everywhere_it_was_cached() {
     assert_eq!(list(&d.mountpoint), ["x"]);
     drop(d);
 
-    let root = tmp.path().join("root");
-    std::fs::create_dir_all(&root).expect("mkdir");
-    let config = tmp.path().join("a.json");
-    std::fs::write(&config, &a.config).expect("write config");
-    let d = Daemon::start(
-        &root.join("mnt"),
-        &root.join("api.sock"),
-        &root.join("nydusd.log"),
-        &[
-            OsStr::new("--bootstrap"),
-            a.fx.bootstrap.as_os_str(),
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("--log-level"),
-            OsStr::new("warn"),
-        ],
-    );
+    let d = start_with_image(&tmp.path().join("root"), &a);
     a.check_tree(&d.mountpoint, started);
     remount_ok(&d, "/", &b);
     check_replaced(&d.mountpoint, &b, &a, started, &d);
@@ -347,24 +358,9 @@ fn opens_counted(d: &Daemon) -> (u64, u64) {
 #[test]
 fn image_at_root_with_api_skips_opens_and_never_reuses_an_index() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let a = Image::new(tmp.path(), "mini-v5-lz4-blake3", "mini");
-    let b = Image::new(tmp.path(), "dedup-v6-zstd-blake3", "dedup");
+    let [a, b] = two_images(tmp.path());
     let started = source::now_secs();
-    let config = tmp.path().join("a.json");
-    std::fs::write(&config, &a.config).expect("write config");
-    let mut d = Daemon::start(
-        &tmp.path().join("mnt"),
-        &tmp.path().join("api.sock"),
-        &tmp.path().join("nydusd.log"),
-        &[
-            OsStr::new("--bootstrap"),
-            a.fx.bootstrap.as_os_str(),
-            OsStr::new("--config"),
-            config.as_os_str(),
-            OsStr::new("--log-level"),
-            OsStr::new("warn"),
-        ],
-    );
+    let mut d = start_with_image(&tmp.path().join("root"), &a);
     let mnt = d.mountpoint.clone();
     a.check_tree(&mnt, started);
     a.check_tree(&mnt, started);
@@ -410,10 +406,7 @@ fn image_at_root_with_api_skips_opens_and_never_reuses_an_index() {
 #[test]
 fn pseudo_mount_umount_cycles_leave_no_stale_entries() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let imgs = [
-        Image::new(tmp.path(), "mini-v5-lz4-blake3", "mini"),
-        Image::new(tmp.path(), "dedup-v6-zstd-blake3", "dedup"),
-    ];
+    let imgs = two_images(tmp.path());
     let started = source::now_secs();
     let mut d = start_pseudo(tmp.path());
     let mnt = d.mountpoint.clone();
