@@ -237,6 +237,31 @@ impl Daemon {
         config: &ConfigSource,
         prefetch_files: Option<Vec<String>>,
     ) -> Result<(), String> {
+        self.mount_at(path, source, config, prefetch_files, None)
+    }
+
+    /// As `mount`, at the Vfs index a predecessor served it at, so every
+    /// inode number the kernel holds stays the same. Meant for a Vfs whose
+    /// snapshot is already restored (the pseudo directory then exists).
+    pub fn reopen(
+        &self,
+        path: &str,
+        source: PathBuf,
+        config: &ConfigSource,
+        prefetch_files: Option<Vec<String>>,
+        index: u8,
+    ) -> Result<(), String> {
+        self.mount_at(path, source, config, prefetch_files, Some(index))
+    }
+
+    fn mount_at(
+        &self,
+        path: &str,
+        source: PathBuf,
+        config: &ConfigSource,
+        prefetch_files: Option<Vec<String>>,
+        index: Option<u8>,
+    ) -> Result<(), String> {
         let path = normalize_vfs_path(path)?;
         if let Some(files) = &prefetch_files {
             if let Some(bad) = files.iter().find(|f| !f.starts_with('/')) {
@@ -255,7 +280,7 @@ impl Daemon {
                 "mountpoint {path} would nest with the mount at {other}; nested mounts are not supported"
             ));
         }
-        let result = self.attach(&mut mounts, &path, source, parsed, prefetch_files);
+        let result = self.attach(&mut mounts, &path, source, parsed, prefetch_files, index);
         if result.is_err() {
             self.metrics.remove(&path);
         }
@@ -289,7 +314,7 @@ impl Daemon {
         };
         let prefetch = old.prefetch_files.clone();
         let old_opts = instance::metrics_options(&old.config);
-        let result = self.attach(&mut mounts, &path, source, parsed, prefetch);
+        let result = self.attach(&mut mounts, &path, source, parsed, prefetch, None);
         if result.is_err() {
             // attach() registered fresh counters for the new instance; the
             // old one keeps serving, so give it a set again.
@@ -330,8 +355,9 @@ impl Daemon {
     }
 
     /// Opens the instance and puts it at `path` in the Vfs (over any
-    /// instance already there), then records it and returns the record it
-    /// replaced. Called with the table lock.
+    /// instance already there), at the next index or at `reuse_index`, then
+    /// records it and returns the record it replaced. Called with the table
+    /// lock.
     fn attach(
         &self,
         mounts: &mut BTreeMap<String, MountRecord>,
@@ -339,6 +365,7 @@ impl Daemon {
         source: PathBuf,
         parsed: DaemonConfig,
         prefetch_files: Option<Vec<String>>,
+        reuse_index: Option<u8>,
     ) -> Result<Option<MountRecord>, String> {
         let fs_metrics = self
             .metrics
@@ -348,7 +375,22 @@ impl Daemon {
         // earlier image there would read the new image's bytes. The Vfs
         // hands indexes out in turn, so the next is `highest + 1` until
         // all 255 have been used.
-        if self.vfs.options().no_open && self.highest_index() == u8::MAX {
+        if let Some(i) = reuse_index {
+            // A handed-over state names each index once; taking one twice
+            // would serve two paths from one image.
+            if let Some((other, _)) = mounts.iter().find(|(p, r)| r.index == i && *p != path) {
+                return Err(format!(
+                    "mountpoint {path}: index {i} is already {other}'s in the handed-over state"
+                ));
+            }
+            if i == 0 {
+                return Err(format!(
+                    "mountpoint {path}: index 0 in the handed-over state (the pseudo root's)"
+                ));
+            }
+        }
+        let fresh_index = reuse_index.is_none();
+        if fresh_index && self.vfs.options().no_open && self.highest_index() == u8::MAX {
             return Err(format!(
                 "mountpoint {path}: this nydusd has used all 255 mount slots and, since the kernel skips opens here, cannot reuse one safely; start a new nydusd for more images"
             ));
@@ -365,10 +407,17 @@ impl Daemon {
         })?;
         let device = opened.device.clone();
         let reader = opened.fs.reader().clone();
-        let index = self
-            .vfs
-            .mount(Box::new(opened.fs), path)
-            .map_err(|e| format!("mountpoint {path}: {e}"))?;
+        let index = match reuse_index {
+            Some(index) => self
+                .vfs
+                .restore_mount(Box::new(opened.fs), index, path)
+                .map(|()| index)
+                .map_err(|e| format!("mountpoint {path} at index {index}: {e}"))?,
+            None => self
+                .vfs
+                .mount(Box::new(opened.fs), path)
+                .map_err(|e| format!("mountpoint {path}: {e}"))?,
+        };
         self.note_highest_index(index);
         self.view.mounted(path);
         let cache_id = parsed.id.clone().unwrap_or_default();

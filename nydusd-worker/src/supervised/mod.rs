@@ -97,40 +97,26 @@ pub fn takeover(sup: &Path, id: &str) -> Result<Takeover, String> {
 }
 
 impl Takeover {
-    /// Re-opens every image in index order on the fresh Vfs (so each gets
-    /// its old index and inode numbers are unchanged), then restores the
-    /// Vfs snapshot: the negotiated INIT options and the pseudo tree. The
-    /// successor never sees a FUSE INIT.
+    /// Restores the Vfs snapshot (the negotiated INIT options and the
+    /// pseudo tree), then re-opens every image at its old index, so inode
+    /// numbers are unchanged and each pseudo directory leads to its own
+    /// image. The successor never sees a FUSE INIT.
     pub fn restore(&self, daemon: &Daemon) -> Result<(), String> {
-        let mut mounts = self.state.mounts.clone();
-        mounts.sort_by_key(|m| m.index);
-        daemon.set_restoring(true);
-        let reopened = self.reopen(daemon, &mounts);
-        daemon.set_restoring(false);
-        reopened?;
-        let got: Vec<(String, u8)> = daemon
-            .mount_table()
-            .into_iter()
-            .map(|(p, _, i, _)| (p, i))
-            .collect();
-        for m in &mounts {
-            if !got.contains(&(m.path.clone(), m.index)) {
-                return Err(format!(
-                    "--upgrade: mount {} would get a different index than {} (inode numbers would change); restart the mount with `nydusctl umount` + `mount`",
-                    m.path, m.index
-                ));
-            }
-        }
         // A virtio-fs guest may have mounted after the state was saved:
-        // its snapshot comes with the live device (`vhost_handover`).
+        // its snapshot comes with the live device (`vhost_handover`); its
+        // images are at `/`, which no pseudo directory stands for.
         if !self.state.virtiofs {
             restore_vfs(daemon, &self.state.vfs_state)?;
         }
+        daemon.set_restoring(true);
+        let reopened = self.reopen(daemon, &self.state.mounts);
+        daemon.set_restoring(false);
+        reopened?;
         daemon.note_highest_index(self.state.highest_index);
         self.wait_activation()
     }
 
-    /// Mounts each handed-over image again, in the given order.
+    /// Mounts each handed-over image again, at its old index.
     fn reopen(&self, daemon: &Daemon, mounts: &[MountEntry]) -> Result<(), String> {
         for m in mounts {
             let config = ConfigSource::Text {
@@ -138,11 +124,12 @@ impl Takeover {
                 origin: format!("handed-over config of {}", m.path),
                 image_pull_auth: None,
             };
-            daemon.mount(
+            daemon.reopen(
                 &m.path,
                 PathBuf::from(&m.bootstrap),
                 &config,
                 m.prefetch_files.clone(),
+                m.index,
             )?;
         }
         Ok(())

@@ -1,0 +1,80 @@
+//! A worker whose image was replaced through its own API (`PUT
+//! /api/v1/mount?mountpoint=/`) serves it at a later mount index. Its
+//! successors, after an upgrade or a crash, must serve that image with the
+//! same inode numbers, without an error.
+
+mod supervisor_support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nydus_e2e::api;
+use supervisor_support::{config_for, snapshot, Supervisor};
+
+fn fixture(name: &str) -> nydus_e2e::Fixture {
+    nydus_e2e::fixtures()
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("fixture {name}"))
+}
+
+/// (path under the mountpoint, st_ino, bytes) of every regular file.
+fn files(mp: &Path) -> Vec<(PathBuf, u64, Vec<u8>)> {
+    snapshot(mp)
+        .into_iter()
+        .map(|(p, bytes)| {
+            let ino = std::fs::symlink_metadata(&p).expect("stat").ino();
+            (p.strip_prefix(mp).unwrap().to_path_buf(), ino, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn upgrade_and_crash_after_a_remount_keep_the_new_image() {
+    let first = fixture("mini-v6-zstd-sha256");
+    let second = fixture("dedup-v6-zstd-blake3");
+    let mut sup = Supervisor::start();
+    let (id, mp) = sup.mount(&first, "r");
+    let before = files(&mp);
+
+    let entry = sup.list().into_iter().find(|m| m["id"] == id.as_str());
+    let sock = PathBuf::from(
+        entry
+            .as_ref()
+            .and_then(|m| m["apisock"].as_str())
+            .unwrap_or_else(|| panic!("no worker apisock in {entry:?}")),
+    );
+    let config = std::fs::read_to_string(config_for(&second, sup.dir.path(), "second"))
+        .expect("read config");
+    let body = api::mount_body(&second.bootstrap, &config);
+    let r = api::call(&sock, "PUT", "/api/v1/mount?mountpoint=/", Some(&body));
+    r.expect_status(204, "PUT /api/v1/mount?mountpoint=/");
+    let replaced = files(&mp);
+    assert_ne!(
+        replaced.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        before.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        "the remount did not change the tree"
+    );
+
+    let old = sup.pid_of(&id).expect("worker pid");
+    let out = sup.ctl(&["upgrade", &id]);
+    assert!(
+        out.status.success(),
+        "upgrade after a remount: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sup.log()
+    );
+    let new = sup.wait_new_pid(&id, old);
+    assert!(
+        files(&mp) == replaced,
+        "after the upgrade the mount serves other names, inode numbers or bytes"
+    );
+
+    // SAFETY: kill(2) on the worker pid the supervisor reports.
+    unsafe { libc::kill(new, libc::SIGKILL) };
+    sup.wait_new_pid(&id, new);
+    assert!(
+        files(&mp) == replaced,
+        "after a crash the mount serves other names, inode numbers or bytes"
+    );
+}
