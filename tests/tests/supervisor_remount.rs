@@ -1,7 +1,8 @@
-//! A worker whose image was replaced through its own API (`PUT
-//! /api/v1/mount?mountpoint=/`) serves it at a later mount index. Its
-//! successors, after an upgrade or a crash, must serve that image with the
-//! same inode numbers, without an error.
+//! A worker whose mount table was changed through its own API (`PUT
+//! /api/v1/mount?mountpoint=/`, or pseudo mounts after `/` was unmounted)
+//! serves images at later mount indexes. Its successors, after an upgrade
+//! or a crash, must serve each image at its path with the same inode
+//! numbers, without an error.
 
 mod supervisor_support;
 
@@ -29,6 +30,17 @@ fn files(mp: &Path) -> Vec<(PathBuf, u64, Vec<u8>)> {
         .collect()
 }
 
+/// The API socket of `id`'s worker.
+fn worker_apisock(sup: &Supervisor, id: &str) -> PathBuf {
+    let entry = sup.list().into_iter().find(|m| m["id"] == id);
+    PathBuf::from(
+        entry
+            .as_ref()
+            .and_then(|m| m["apisock"].as_str())
+            .unwrap_or_else(|| panic!("no worker apisock in {entry:?}")),
+    )
+}
+
 #[test]
 fn upgrade_and_crash_after_a_remount_keep_the_new_image() {
     let first = fixture("mini-v6-zstd-sha256");
@@ -37,13 +49,7 @@ fn upgrade_and_crash_after_a_remount_keep_the_new_image() {
     let (id, mp) = sup.mount(&first, "r");
     let before = files(&mp);
 
-    let entry = sup.list().into_iter().find(|m| m["id"] == id.as_str());
-    let sock = PathBuf::from(
-        entry
-            .as_ref()
-            .and_then(|m| m["apisock"].as_str())
-            .unwrap_or_else(|| panic!("no worker apisock in {entry:?}")),
-    );
+    let sock = worker_apisock(&sup, &id);
     let config = std::fs::read_to_string(config_for(&second, sup.dir.path(), "second"))
         .expect("read config");
     let body = api::mount_body(&second.bootstrap, &config);
@@ -77,4 +83,58 @@ fn upgrade_and_crash_after_a_remount_keep_the_new_image() {
         files(&mp) == replaced,
         "after a crash the mount serves other names, inode numbers or bytes"
     );
+}
+
+/// The same for a worker whose table became pseudo mounts through its API
+/// (`/` unmounted, images at sub-paths, one of them unmounted again): after
+/// an upgrade each path leads to its own image, at its own inode numbers.
+#[test]
+fn upgrade_keeps_each_pseudo_mount_at_its_path() {
+    let first = fixture("mini-v6-zstd-sha256");
+    let second = fixture("dedup-v6-zstd-blake3");
+    let mut sup = Supervisor::start();
+    let (id, mp) = sup.mount(&first, "p");
+    let sock = worker_apisock(&sup, &id);
+    let text = |fx: &nydus_e2e::Fixture, name: &str| {
+        std::fs::read_to_string(config_for(fx, sup.dir.path(), name)).expect("read config")
+    };
+    api::umount(&sock, "/").expect_status(204, "DELETE /");
+    for (sub, fx, name) in [
+        ("/gone", &first, "g"),
+        ("/a", &first, "a"),
+        ("/b", &second, "b"),
+    ] {
+        let r = api::mount(&sock, sub, &fx.bootstrap, &text(fx, name));
+        r.expect_status(204, &format!("POST {sub}"));
+    }
+    api::umount(&sock, "/gone").expect_status(204, "DELETE /gone");
+    let a = files(&mp.join("a"));
+    let b = files(&mp.join("b"));
+    assert!(!a.is_empty() && !b.is_empty() && a != b);
+
+    let old = sup.pid_of(&id).expect("worker pid");
+    let out = sup.ctl(&["upgrade", &id]);
+    assert!(
+        out.status.success(),
+        "upgrade of a pseudo-mount worker: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sup.log()
+    );
+    sup.wait_new_pid(&id, old);
+    // Names looked up afresh, not only the kernel's cached entries.
+    let fresh = mp.join("b/..").join("a");
+    assert!(
+        files(&fresh) == a,
+        "/a serves another image after the upgrade"
+    );
+    assert!(
+        files(&mp.join("b")) == b,
+        "/b serves another image after the upgrade"
+    );
+    let mut names: Vec<_> = std::fs::read_dir(&mp)
+        .expect("readdir")
+        .map(|e| e.expect("dirent").file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"], "root listing after the upgrade");
 }
