@@ -154,7 +154,6 @@ fn plan(cli: &Cli) -> Result<Plan, StartError> {
     })
 }
 
-/// One absolute path per line; blank lines ignored.
 /// Whether the kernel is told to skip OPEN/RELEASE (`Daemon::new`), which
 /// caps the daemon at 255 mounts in its life. Without an API or a
 /// supervisor the table never changes. A FUSE daemon serving its
@@ -170,6 +169,7 @@ fn skip_opens(cli: &Cli, plan: &Plan) -> bool {
     fixed_table || (matches!(plan.target, Target::Mount(_)) && image_at_root)
 }
 
+/// One absolute path per line; blank lines ignored.
 fn read_prefetch_list(path: &Path) -> Result<Vec<String>, StartError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("--prefetch-files {}: {e}", path.display()))?;

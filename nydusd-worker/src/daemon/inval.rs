@@ -40,6 +40,28 @@ impl Daemon {
         }
     }
 
+    /// Everything the kernel may have cached that a change of the image at
+    /// `path` makes wrong: the pseudo directories down to `path`; for `/`,
+    /// where the image is the root directory itself, the top-level names of
+    /// the image that left and of the one that came; and every inode of the
+    /// image that left (`gone`: its index and reader).
+    pub(super) fn invalidate_change(
+        &self,
+        path: &str,
+        gone: Option<(u8, &dyn Reader)>,
+        came: Option<&dyn Reader>,
+    ) {
+        self.invalidate_path(path);
+        if path == "/" {
+            for reader in gone.map(|(_, r)| r).into_iter().chain(came) {
+                self.invalidate_root_names(reader);
+            }
+        }
+        if let Some((index, reader)) = gone {
+            self.invalidate_image(index, reader);
+        }
+    }
+
     /// After the mount table changed at `path`: the kernel's entry for each
     /// component of `path` that exists in the pseudo tree, plus the first
     /// that does not (a pseudo directory removed with the mount), and the
@@ -47,7 +69,7 @@ impl Daemon {
     /// The kernel caches pseudo directories' listings (OPENDIR is skipped),
     /// so without this a new mount would not be listed and an old one would
     /// linger.
-    pub(super) fn invalidate_path(&self, path: &str) {
+    fn invalidate_path(&self, path: &str) {
         if lock(&self.notifier).is_none() {
             return;
         }
@@ -74,7 +96,7 @@ impl Daemon {
     /// names must go (positive entries) or a new image's names must become
     /// visible (negative entries). The root's own listing goes with
     /// `invalidate_path("/")`.
-    pub(super) fn invalidate_root_names(&self, reader: &dyn Reader) {
+    fn invalidate_root_names(&self, reader: &dyn Reader) {
         if lock(&self.notifier).is_none() {
             return;
         }
@@ -118,7 +140,7 @@ impl Daemon {
 
     /// FUSE_NOTIFY_INVAL_INODE (attributes and pages) for every inode of
     /// the image that was mounted at `index`.
-    pub(super) fn invalidate_image(&self, index: u8, reader: &dyn Reader) {
+    fn invalidate_image(&self, index: u8, reader: &dyn Reader) {
         if lock(&self.notifier).is_none() {
             return;
         }

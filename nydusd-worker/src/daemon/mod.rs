@@ -284,16 +284,11 @@ impl Daemon {
         if result.is_err() {
             self.metrics.remove(&path);
         }
+        let came = mounts.get(&path).map(|r| r.reader.clone());
         drop(mounts);
         result?;
-        // The kernel may have cached a negative entry here (for `/`, of
-        // any of the image's top-level names).
-        self.invalidate_path(&path);
-        if path == "/" {
-            if let Some(new) = lock(&self.mounts).get("/") {
-                self.invalidate_root_names(&*new.reader);
-            }
-        }
+        // The kernel may have cached negative entries here.
+        self.invalidate_change(&path, None, came.as_deref());
         Ok(())
     }
 
@@ -320,21 +315,11 @@ impl Daemon {
             // old one keeps serving, so give it a set again.
             self.metrics.add_fs(&path, old_opts);
         }
-        let new_reader = mounts.get(&path).map(|r| r.reader.clone());
+        let came = mounts.get(&path).map(|r| r.reader.clone());
         drop(mounts);
         let old = result?;
-        self.invalidate_path(&path);
-        if let Some(old) = old {
-            if path == "/" {
-                // The image is the root directory itself: its old names
-                // and any the new image brings.
-                self.invalidate_root_names(&*old.reader);
-                if let Some(new) = new_reader {
-                    self.invalidate_root_names(&*new);
-                }
-            }
-            self.invalidate_image(old.index, &*old.reader);
-        }
+        let gone = old.as_ref().map(|o| (o.index, &*o.reader));
+        self.invalidate_change(&path, gone, came.as_deref());
         Ok(())
     }
 
@@ -370,15 +355,10 @@ impl Daemon {
         let fs_metrics = self
             .metrics
             .add_fs(path, instance::metrics_options(&parsed));
-        // With opens skipped, file handles carry no image tag, so an index
-        // must never be handed out twice: a descriptor left open on an
-        // earlier image there would read the new image's bytes. The Vfs
-        // hands indexes out in turn, so the next is `highest + 1` until
-        // all 255 have been used.
         if let Some(i) = reuse_index {
             // A handed-over state names each index once; taking one twice
             // would serve two paths from one image.
-            if let Some((other, _)) = mounts.iter().find(|(p, r)| r.index == i && *p != path) {
+            if let Some((other, _)) = mounts.iter().find(|(_, r)| r.index == i) {
                 return Err(format!(
                     "mountpoint {path}: index {i} is already {other}'s in the handed-over state"
                 ));
@@ -389,8 +369,12 @@ impl Daemon {
                 ));
             }
         }
-        let fresh_index = reuse_index.is_none();
-        if fresh_index && self.vfs.options().no_open && self.highest_index() == u8::MAX {
+        // With opens skipped, file handles carry no image tag, so an index
+        // must never be handed out twice: a descriptor left open on an
+        // earlier image there would read the new image's bytes. The Vfs
+        // hands indexes out in turn, so the next is `highest + 1` until
+        // all 255 have been used.
+        if reuse_index.is_none() && self.vfs.options().no_open && self.highest_index() == u8::MAX {
             return Err(format!(
                 "mountpoint {path}: this nydusd has used all 255 mount slots and, since the kernel skips opens here, cannot reuse one safely; start a new nydusd for more images"
             ));
@@ -476,16 +460,13 @@ impl Daemon {
         drop(mounts);
         self.metrics.remove(&path);
         log::info!("unmounted {path}");
+        if let Some(old) = &old {
+            old.cancel_prefetch.store(true, Ordering::Relaxed);
+        }
         // Drop the kernel's dentries and cached attributes of the old image,
         // so a later image at the same index is never confused with it.
-        self.invalidate_path(&path);
-        if let Some(old) = old {
-            old.cancel_prefetch.store(true, Ordering::Relaxed);
-            if path == "/" {
-                self.invalidate_root_names(&*old.reader);
-            }
-            self.invalidate_image(old.index, &*old.reader);
-        }
+        let gone = old.as_ref().map(|o| (o.index, &*o.reader));
+        self.invalidate_change(&path, gone, None);
         Ok(())
     }
 }
