@@ -78,13 +78,7 @@ fn upgrades_and_kills_under_load() {
 
     let t_up = Instant::now();
     for n in 0..rounds {
-        let out = sup.ctl(&["upgrade", &id]);
-        assert!(
-            out.status.success(),
-            "upgrade {n}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            sup.log()
-        );
+        sup.ctl_ok(&["upgrade", &id], &format!("upgrade {n}"));
     }
     let up_time = t_up.elapsed();
     load.phase.store(1, Ordering::Relaxed);
@@ -117,12 +111,7 @@ fn upgrades_and_kills_under_load() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(sup.list().len(), 1);
-    let out = sup.ctl(&["upgrade", &id]);
-    assert!(
-        out.status.success(),
-        "upgrade after restart: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sup.ctl_ok(&["upgrade", &id], "upgrade after restart");
     std::thread::sleep(Duration::from_millis(300));
 
     load.stop.store(true, Ordering::Relaxed);
@@ -158,12 +147,7 @@ fn upgrades_and_kills_under_load() {
             "a read stalled {s:?} during {p}"
         );
     }
-    let out = sup.ctl(&["umount", &id]);
-    assert!(
-        out.status.success(),
-        "umount: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sup.ctl_ok(&["umount", &id], "umount");
     assert!(
         !nydus_e2e::api::is_fuse_mounted(&mp),
         "still mounted after umount"

@@ -61,8 +61,7 @@ fn ten_mounts_kill_one() {
         "{listed:?}"
     );
     for (id, mp) in &mounts {
-        let out = sup.ctl(&["umount", id]);
-        assert!(out.status.success(), "umount {id}");
+        sup.ctl_ok(&["umount", id], &format!("umount {id}"));
         assert!(!is_fuse_mounted(mp), "{} still mounted", mp.display());
     }
     assert!(sup.list().is_empty());

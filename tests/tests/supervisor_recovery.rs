@@ -37,11 +37,9 @@ fn failed_upgrade_rolls_back_and_crash_loop_detaches() {
     let (script, flag) = wrapper(&sup);
     let (id, mp) = sup.mount(&fx, "a");
     // Run the mount on the wrapper binary (it still works).
-    let out = sup.ctl(&["upgrade", "--nydusd", script.to_str().unwrap(), &id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sup.ctl_ok(
+        &["upgrade", "--nydusd", script.to_str().unwrap(), &id],
+        "upgrade to the wrapper",
     );
     let pid = sup.pid_of(&id).unwrap();
 

@@ -63,13 +63,7 @@ fn upgrade_and_crash_after_a_remount_keep_the_new_image() {
     );
 
     let old = sup.pid_of(&id).expect("worker pid");
-    let out = sup.ctl(&["upgrade", &id]);
-    assert!(
-        out.status.success(),
-        "upgrade after a remount: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        sup.log()
-    );
+    sup.ctl_ok(&["upgrade", &id], "upgrade after a remount");
     let new = sup.wait_new_pid(&id, old);
     assert!(
         files(&mp) == replaced,
@@ -113,13 +107,7 @@ fn upgrade_keeps_each_pseudo_mount_at_its_path() {
     assert!(!a.is_empty() && !b.is_empty() && a != b);
 
     let old = sup.pid_of(&id).expect("worker pid");
-    let out = sup.ctl(&["upgrade", &id]);
-    assert!(
-        out.status.success(),
-        "upgrade of a pseudo-mount worker: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        sup.log()
-    );
+    sup.ctl_ok(&["upgrade", &id], "upgrade of a pseudo-mount worker");
     sup.wait_new_pid(&id, old);
     // Names looked up afresh, not only the kernel's cached entries.
     let fresh = mp.join("b/..").join("a");

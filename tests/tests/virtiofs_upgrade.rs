@@ -159,13 +159,7 @@ fn guest_reads_through_upgrades() {
         }
     }
     // `restart` takes the same path with the same binary.
-    let out = sup.ctl(&["restart", &id]);
-    assert!(
-        out.status.success(),
-        "restart: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        sup.log()
-    );
+    sup.ctl_ok(&["restart", &id], "restart");
     assert_ne!(sup.pid_of(&id), Some(pid), "restart kept the worker");
     assert!(
         !done.load(Ordering::SeqCst),
@@ -234,12 +228,7 @@ fn guest_reads_through_upgrades() {
         sock.display()
     );
 
-    let out = sup.ctl(&["umount", &id]);
-    assert!(
-        out.status.success(),
-        "umount: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sup.ctl_ok(&["umount", &id], "umount");
     assert!(!sock.exists(), "the socket outlived umount");
     assert!(sup.list().iter().all(|m| m["id"] != id.as_str()));
 }

@@ -105,6 +105,19 @@ impl Supervisor {
         run_with_timeout(cmd, Duration::from_secs(60))
     }
 
+    /// `nydusctl ARGS`, which must succeed: else panics with `what`, its
+    /// stderr and the supervisor's log.
+    pub fn ctl_ok(&self, args: &[&str], what: &str) -> Output {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "{what}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        out
+    }
+
     /// `nydusctl mount`; returns the id. Panics with the output on failure.
     pub fn mount(&mut self, fx: &Fixture, name: &str) -> (String, PathBuf) {
         let mp = self.dir.path().join(format!("mnt-{name}"));
