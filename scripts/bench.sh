@@ -4,7 +4,8 @@
 #   scripts/bench.sh create   nydusctl image create of the mktree `big` tree vs mksquashfs -comp zstd:
 #                             wall time and peak RSS.
 #   scripts/bench.sh mount    the same tree served by nydusd (FUSE, localfs + blobcache), the kernel's
-#                             EROFS mount (mkfs.erofs), squashfuse, and native: start to first stat
+#                             EROFS mount (mkfs.erofs), squashfuse, bindfs (a FUSE passthrough of the
+#                             native tree: the FUSE transport's own cost), and native: start to first stat
 #                             (caches dropped, and again with the binary cached), stat walk cold/warm,
 #                             whole-tree read cold/warm, fio seq 1 MiB / rand 4 KiB of a 64 MiB file,
 #                             nydusd peak RSS (the largest of any daemon in a run); printed as ratios
@@ -20,7 +21,7 @@
 #   scripts/bench.sh          create and mount.
 # Env: BENCH_DIR (default /var/tmp/nydus-bench; the tree and images are kept there and reused),
 #      BENCH_RUNS, BENCH_PROFILE (mktree profile, default big), BENCH_TARGETS (mount: default
-#      native,nydusd,erofs,squashfuse; nydusd-api is nydusd with --apisock, as nydus-snapshotter runs it).
+#      native,nydusd,erofs,squashfuse,bindfs; nydusd-api is nydusd with --apisock, as nydus-snapshotter runs it).
 # Needs root (drop_caches, mounts). Machines are shared and noisy: compare the ratios, not seconds.
 set -euo pipefail
 # remote and virtiofs have their own scripts, tree and BENCH_DIR.
@@ -30,7 +31,7 @@ cd "$ROOT"
 need_cargo
 need_shared
 [ "$(id -u)" -eq 0 ] || die "bench.sh needs root (drop_caches, mounts, mknod)"
-apt_install squashfs-tools squashfuse erofs-utils fio time python3
+apt_install squashfs-tools squashfuse erofs-utils bindfs fio time python3
 
 RUNS=${BENCH_RUNS:-3}
 DIR=${BENCH_DIR:-/var/tmp/nydus-bench}
@@ -87,7 +88,7 @@ bench_create() {
 bench_mount() {
     say "mount: nydusd vs kernel EROFS vs squashfuse vs native on $TREE"
     python3 "$ROOT/scripts/bench_mount.py" --tree "$TREE" --dir "$DIR" --nydusd "$NYDUSD" \
-        --nydusctl "$NYDUSCTL" --runs "$RUNS" --targets "${BENCH_TARGETS:-native,nydusd,erofs,squashfuse}"
+        --nydusctl "$NYDUSCTL" --runs "$RUNS" --targets "${BENCH_TARGETS:-native,nydusd,erofs,squashfuse,bindfs}"
 }
 
 apt_install bc

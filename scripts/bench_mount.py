@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Mount benchmarks for scripts/bench.sh: nydusd vs the kernel's EROFS vs
 squashfuse vs the native tree, side by side in one run, medians of N runs.
+bindfs, a plain FUSE passthrough of the native tree, shows what the FUSE
+transport alone costs on this machine: no image, no decompression, no cache.
 
 Cold figures need caches dropped and a fresh mount, so the targets take
 turns, one figure at a time. Warm figures have no such need: all targets are
@@ -78,6 +80,13 @@ class Target:
             sh(f"mount -t erofs -o ro,loop {a.dir}/tree.erofs {self.mnt}")
         elif self.name == "squashfuse":
             sh(f"squashfuse {a.dir}/tree.sqfs {self.mnt}")
+        elif self.name == "bindfs":
+            sh(f"bindfs --multithreaded -o ro {a.tree} {self.mnt}")
+            # The readahead window nydusd gives its own mount (the kernel's
+            # default for FUSE is 128 KiB), so the two differ only in the daemon.
+            dev = os.stat(self.mnt).st_dev
+            with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
+                f.write("1024\n")
         elif self.name.startswith("nydusd"):
             cfg = os.path.join(a.dir, self.name + ".json")
             # nydusd-api: as nydus-snapshotter starts it, with an API socket.
@@ -204,7 +213,7 @@ def main():
     for k in ("--tree", "--dir", "--nydusd", "--nydusctl"):
         p.add_argument(k, required=True)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--targets", default="native,nydusd,erofs,squashfuse")
+    p.add_argument("--targets", default="native,nydusd,erofs,squashfuse,bindfs")
     a = p.parse_args()
     if not os.path.exists(f"{a.dir}/nydus/bootstrap"):
         sh(f"rm -rf {a.dir}/nydus && mkdir -p {a.dir}/nydus/blobs && {a.nydusctl} image create "
