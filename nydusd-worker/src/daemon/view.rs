@@ -83,6 +83,19 @@ impl VfsView {
         nodeid >> 56 == 0 && !(nodeid == ROOT && self.image_at_root.load(Ordering::Acquire))
     }
 
+    /// ENOENT for a node of an image no longer mounted (its Vfs index is
+    /// empty; with opens skipped, a descriptor reaches the Vfs with just the
+    /// node) is ESTALE: the node the kernel holds is gone, not a name. For a
+    /// path, ESTALE also makes the kernel look the name up afresh.
+    fn stale_if_gone<T>(nodeid: u64, r: Result<T>) -> Result<T> {
+        match r {
+            Err(e) if nodeid >> 56 != 0 && e.raw_os_error() == Some(libc::ENOENT) => {
+                Err(std::io::Error::from_raw_os_error(libc::ESTALE))
+            }
+            r => r,
+        }
+    }
+
     fn stamp(&self, nodeid: u64, attr: &mut stat64) {
         if self.is_pseudo(nodeid) {
             let ns = self.changed_ns.load(Ordering::Acquire);
@@ -130,7 +143,8 @@ impl FileSystem for VfsView {
         inode: u64,
         handle: Option<u64>,
     ) -> Result<(stat64, Duration)> {
-        let (mut attr, ttl) = self.vfs.getattr(ctx, inode.into(), handle)?;
+        let (mut attr, ttl) =
+            Self::stale_if_gone(inode, self.vfs.getattr(ctx, inode.into(), handle))?;
         self.stamp(inode, &mut attr);
         Ok((attr, ttl))
     }
@@ -147,7 +161,7 @@ impl FileSystem for VfsView {
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> Result<Vec<u8>> {
-        self.vfs.readlink(ctx, inode.into())
+        Self::stale_if_gone(inode, self.vfs.readlink(ctx, inode.into()))
     }
 
     fn symlink(&self, ctx: &Context, linkname: &CStr, parent: u64, name: &CStr) -> Result<Entry> {
@@ -209,7 +223,7 @@ impl FileSystem for VfsView {
         flags: u32,
         fuse_flags: u32,
     ) -> Result<(Option<u64>, OpenOptions, Option<u32>)> {
-        self.vfs.open(ctx, inode.into(), flags, fuse_flags)
+        Self::stale_if_gone(inode, self.vfs.open(ctx, inode.into(), flags, fuse_flags))
     }
 
     fn create(
@@ -233,7 +247,7 @@ impl FileSystem for VfsView {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> Result<usize> {
-        self.vfs.read(
+        let read = self.vfs.read(
             ctx,
             inode.into(),
             handle,
@@ -242,7 +256,8 @@ impl FileSystem for VfsView {
             offset,
             lock_owner,
             flags,
-        )
+        );
+        Self::stale_if_gone(inode, read)
     }
 
     fn write(
@@ -330,11 +345,11 @@ impl FileSystem for VfsView {
     }
 
     fn getxattr(&self, ctx: &Context, inode: u64, name: &CStr, size: u32) -> Result<GetxattrReply> {
-        self.vfs.getxattr(ctx, inode.into(), name, size)
+        Self::stale_if_gone(inode, self.vfs.getxattr(ctx, inode.into(), name, size))
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> Result<ListxattrReply> {
-        self.vfs.listxattr(ctx, inode.into(), size)
+        Self::stale_if_gone(inode, self.vfs.listxattr(ctx, inode.into(), size))
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> Result<()> {
@@ -413,5 +428,34 @@ impl FileSystem for VfsView {
         req: &mut dyn FsCacheReqHandler,
     ) -> Result<()> {
         self.vfs.removemapping(ctx, inode.into(), requests, req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fuse_backend_rs::api::VfsOptions;
+
+    fn errno<T>(r: Result<T>) -> Option<i32> {
+        r.err().and_then(|e| e.raw_os_error())
+    }
+
+    #[test]
+    fn a_node_of_an_unmounted_image_is_stale_and_a_pseudo_one_is_not() {
+        // Real opens, as where handles carry a tag (else the Vfs says ENOSYS).
+        let opts = VfsOptions {
+            no_open: false,
+            ..VfsOptions::default()
+        };
+        let view = VfsView::new(Arc::new(Vfs::new(opts)));
+        let ctx = Context::default();
+        // Index 1 holds no image: every node under it is a leftover.
+        let gone = (1u64 << 56) | 2;
+        assert_eq!(errno(view.getattr(&ctx, gone, None)), Some(libc::ESTALE));
+        assert_eq!(errno(view.readlink(&ctx, gone)), Some(libc::ESTALE));
+        assert_eq!(errno(view.open(&ctx, gone, 0, 0)), Some(libc::ESTALE));
+        // A pseudo node the Vfs does not know keeps the Vfs's answer.
+        assert_ne!(errno(view.getattr(&ctx, 77, None)), Some(libc::ESTALE));
+        assert!(view.getattr(&ctx, ROOT, None).is_ok());
     }
 }
