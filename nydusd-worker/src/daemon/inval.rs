@@ -165,7 +165,7 @@ impl Daemon {
             });
         }
         for ino in seen {
-            self.invalidate_inode((u64::from(index) << 56) | ino);
+            self.invalidate_inode(super::node_id(index, ino));
         }
     }
 }

@@ -26,6 +26,20 @@ mod handoff;
 mod inval;
 mod view;
 
+/// Where a Vfs node id keeps its mount index (the scheme above; the Vfs's
+/// own constant is private).
+const INDEX_SHIFT: u32 = 56;
+
+/// The node id of image inode `ino` at mount `index`.
+fn node_id(index: u8, ino: u64) -> u64 {
+    (u64::from(index) << INDEX_SHIFT) | ino
+}
+
+/// The mount index of a node id; 0 is the Vfs's pseudo filesystem.
+fn mount_index(nodeid: u64) -> u64 {
+    nodeid >> INDEX_SHIFT
+}
+
 pub use view::VfsView;
 
 /// What wakes the main loop.

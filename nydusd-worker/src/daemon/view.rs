@@ -80,7 +80,8 @@ impl VfsView {
     fn is_pseudo(&self, nodeid: u64) -> bool {
         // Index 0 is the pseudo filesystem; the Vfs answers for a mount's
         // root with the mounted filesystem's index, except at `/`.
-        nodeid >> 56 == 0 && !(nodeid == ROOT && self.image_at_root.load(Ordering::Acquire))
+        super::mount_index(nodeid) == 0
+            && !(nodeid == ROOT && self.image_at_root.load(Ordering::Acquire))
     }
 
     /// ENOENT for a node of an image no longer mounted (its Vfs index is
@@ -89,7 +90,7 @@ impl VfsView {
     /// path, ESTALE also makes the kernel look the name up afresh.
     fn stale_if_gone<T>(nodeid: u64, r: Result<T>) -> Result<T> {
         match r {
-            Err(e) if nodeid >> 56 != 0 && e.raw_os_error() == Some(libc::ENOENT) => {
+            Err(e) if super::mount_index(nodeid) != 0 && e.raw_os_error() == Some(libc::ENOENT) => {
                 Err(std::io::Error::from_raw_os_error(libc::ESTALE))
             }
             r => r,
@@ -450,7 +451,7 @@ mod tests {
         let view = VfsView::new(Arc::new(Vfs::new(opts)));
         let ctx = Context::default();
         // Index 1 holds no image: every node under it is a leftover.
-        let gone = (1u64 << 56) | 2;
+        let gone = crate::daemon::node_id(1, 2);
         assert_eq!(errno(view.getattr(&ctx, gone, None)), Some(libc::ESTALE));
         assert_eq!(errno(view.readlink(&ctx, gone)), Some(libc::ESTALE));
         assert_eq!(errno(view.open(&ctx, gone, 0, 0)), Some(libc::ESTALE));
